@@ -1,0 +1,1 @@
+"""Augmentations applied identically to both sides of a pair."""

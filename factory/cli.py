@@ -1,0 +1,60 @@
+"""`factory run CONFIG [key=value ...]`: the command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from factory.config import ConfigError, load_config
+
+EXIT_CONFIG, EXIT_NO_INPUT, EXIT_RESOURCES = 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="factory", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="ingest videos, make pairs, write shards and a manifest")
+    run.add_argument("config", help="YAML file, e.g. configs/demo.yaml")
+    run.add_argument("overrides", nargs="*", help="key=value, e.g. out=runs/x executor.kind=local")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "run":
+        return run_command(args.config, args.overrides, progress=not args.quiet)
+    return EXIT_CONFIG
+
+
+def run_command(config_path: str, overrides: list[str], progress: bool = True) -> int:
+    from factory.executors import make_executor
+    from factory.executors.ray_executor import ResourceError
+    from factory.summary import format_summary
+    from pipelines.pseudo_pairs import NoInputError, run
+
+    try:
+        cfg = load_config(config_path, overrides)
+        executor = make_executor(cfg.executor)
+    except (ConfigError, ValueError) as exc:
+        print(f"factory: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        summary = run(cfg, executor, progress=progress and cfg.executor.progress)
+    except NoInputError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    except ResourceError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_RESOURCES
+    finally:
+        executor.close()
+    print(format_summary(summary))
+    print(f"output: {cfg.out}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Faces: landmarks (MediaPipe), alignment to a canonical template, masks and compositing."""

@@ -1,0 +1,63 @@
+"""Find the input videos and give each a stable key and a speaker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from factory.config import ConfigError, InputConfig
+from factory.records import Record
+
+
+def video_key(path: Path) -> str:
+    """Stable, unique, dot-free (WebDataset splits keys at dots): slug of the stem + path hash."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:40] or "video"
+    digest = hashlib.sha1(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+def load_speaker_map(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"input.speaker_map file not found: {p}")
+    try:
+        mapping = json.loads(p.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"input.speaker_map is not valid JSON: {exc}") from exc
+    return {str(k): str(v) for k, v in mapping.items()}
+
+
+def discover_videos(cfg: InputConfig, extra: list[Path] = ()) -> tuple[list[Record], int]:
+    """Video records for every file given or found in a folder, plus the count of files skipped
+    for their extension. A path that does not exist becomes a rejected record, not a crash."""
+    speakers = load_speaker_map(cfg.speaker_map)
+    exts = {e.lower() for e in cfg.extensions}
+    files: list[Path] = []
+    missing: list[Path] = []
+    skipped = 0
+    for raw in [*cfg.paths, *map(str, extra)]:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                if f.suffix.lower() in exts:
+                    files.append(f)
+                else:
+                    skipped += 1
+        elif path.is_file():
+            files.append(path)  # named explicitly: tried whatever its extension
+        else:
+            missing.append(path)
+    records, seen = [], set()
+    for path in files + missing:
+        key = video_key(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        speaker = speakers.get(str(path), speakers.get(path.name, speakers.get(path.stem, key)))
+        record = Record(key=key, kind="video", meta={"source": str(path), "speaker": speaker})
+        records.append(record.reject("missing_file", "inputs") if path in missing else record)
+    return records, skipped

@@ -1,0 +1,22 @@
+"""Pair previews a person can look at: rows of frames, columns real | synthetic | difference."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def preview_image(real: np.ndarray, syn: np.ndarray, rows: int = 3, gain: float = 4.0) -> np.ndarray:
+    """RGB uint8 grid; the difference is amplified `gain` times so small lip changes show."""
+    picks = np.linspace(0, len(real) - 1, rows).round().astype(int)
+    lines = []
+    for t in picks:
+        diff = np.clip(np.abs(real[t].astype(np.int16) - syn[t].astype(np.int16)) * gain, 0, 255).astype(np.uint8)
+        lines.append(np.concatenate([real[t], syn[t], diff], axis=1))
+    return np.concatenate(lines, axis=0)
+
+
+def preview_jpeg(real: np.ndarray, syn: np.ndarray) -> bytes:
+    image = preview_image(real, syn)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return data.tobytes() if ok else b""

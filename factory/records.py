@@ -1,0 +1,32 @@
+"""The one record type that flows through every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Record:
+    """A unit of work: a video, a clip or a pair.
+
+    `media` holds arrays (frames, audio, landmarks); `meta` holds JSON-able facts (provenance,
+    scores). A record that a stage rejects keeps flowing, with `meta["rejected"]` set, so the
+    writer can record its fate: nothing is ever dropped silently.
+    """
+
+    key: str
+    kind: str  # "video" | "clip" | "pair"
+    media: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> str | None:
+        return self.meta.get("rejected")
+
+    def reject(self, reason: str, stage: str | None = None) -> "Record":
+        self.meta["rejected"] = reason
+        if stage:
+            self.meta["rejected_by"] = stage
+        self.media.clear()  # a rejected record carries no heavy payload downstream
+        return self

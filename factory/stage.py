@@ -1,0 +1,108 @@
+"""The stage interface: settings in the constructor, models in `setup()`, batches in `__call__`.
+
+A stage never imports an executor: it must run in a plain Python loop. Executors read
+`resources` to place it (CPUs, fractional GPUs, batch and pool sizes).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+
+from factory.records import Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0  # fractions allowed: 0.5 packs two actors on one GPU
+    batch_size: int = 1
+    pool_size: int = 1  # actors in the Ray executor's pool
+
+
+class Stage:
+    """Base class. Subclasses implement `process(records)` on non-rejected records only."""
+
+    name: str = "stage"
+
+    def __init__(self, resources: Resources | None = None):
+        self.resources = resources or Resources()
+        self.stats: Counter = Counter()
+        self._ready = False
+
+    def setup(self) -> None:
+        """Load models here, not in __init__, so a stage pickles cheaply into a worker."""
+
+    def process(self, records: list[Record]) -> list[Record]:
+        raise NotImplementedError
+
+    def __call__(self, batch: list[Record]) -> list[Record]:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+        passthrough = [r for r in batch if r.rejected]
+        active = [r for r in batch if not r.rejected]
+        if not active:
+            return passthrough
+        try:
+            out = self.process(active)
+        except Exception:  # a bad batch: isolate the record that breaks, keep the rest
+            out = []
+            for record in active:
+                out.extend(self._process_one_safely(record))
+        for r in out:
+            self.stats[f"dropped_{r.rejected}" if r.rejected else "passed"] += 1
+        return passthrough + out
+
+    def _process_one_safely(self, record: Record) -> list[Record]:
+        try:
+            return self.process([record])
+        except Exception as exc:
+            log.warning("%s failed on %s:\n%s", self.name, record.key, traceback.format_exc())
+            return [record.reject(f"{self.name}_error:{type(exc).__name__}", self.name)]
+
+
+class Filter(Stage):
+    """A filter only scores. The base class records the scores, applies the thresholds and
+    counts kept/dropped by reason (datatrove's base filter, with scores kept for re-thresholding).
+
+    Subclasses implement `score(record) -> dict[str, float]` and set `thresholds`, a mapping
+    score name -> (op, value) where op is ">=" / ">" / "<=" / "<"; failing one rejects with
+    reason `<score>_<below|above>`.
+    """
+
+    def __init__(self, thresholds: dict[str, tuple[str, float]], resources: Resources | None = None):
+        super().__init__(resources)
+        self.thresholds = thresholds
+
+    def score(self, record: Record) -> dict[str, float]:
+        raise NotImplementedError
+
+    def process(self, records: list[Record]) -> list[Record]:
+        out = []
+        for record in records:
+            scores = self.score(record)
+            record.meta.setdefault("scores", {}).update(scores)
+            reason = self.verdict(scores)
+            out.append(record.reject(reason, self.name) if reason else record)
+        return out
+
+    def verdict(self, scores: dict[str, float]) -> str | None:
+        return threshold_verdict(scores, self.thresholds)
+
+
+_OPS = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
+
+
+def threshold_verdict(scores: dict[str, float], thresholds: dict[str, tuple[str, float]]) -> str | None:
+    """Reason for rejection, or None when every thresholded score passes."""
+    for name, (op, value) in thresholds.items():
+        if name not in scores:
+            continue
+        if not _OPS[op](scores[name], value):
+            return f"{name}_{'below' if op.startswith('>') else 'above'}_{value:g}"
+    return None

@@ -1,0 +1,1 @@
+"""Stages that are not filters or augmentations: ingest and generation."""

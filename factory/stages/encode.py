@@ -1,0 +1,60 @@
+"""Encode: turn a kept pair's arrays into the files of its WebDataset sample (on the worker, so
+the driver only moves bytes)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import numpy as np
+
+from factory.media.audio import wav_bytes
+from factory.media.encode import mp4_bytes
+from factory.previews import preview_jpeg
+from factory.records import Record
+from factory.stage import Resources, Stage
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
+
+
+class EncodeStage(Stage):
+    name = "encode"
+
+    def __init__(self, config_hash: str, fps: int = 25, sample_rate: int = 16000, crf: int = 18,
+                 resources: Resources | None = None):
+        super().__init__(resources)
+        self.config_hash = config_hash
+        self.fps, self.sample_rate, self.crf = fps, sample_rate, crf
+
+    def process(self, records: list[Record]) -> list[Record]:
+        return [self.encode(r) for r in records]
+
+    def encode(self, record: Record) -> Record:
+        m = record.media
+        record.meta["config_hash"] = self.config_hash
+        files = {
+            "real.mp4": mp4_bytes(m["real_frames"], self.fps, self.crf),
+            "syn.mp4": mp4_bytes(m["syn_frames"], self.fps, self.crf),
+            "real.wav": wav_bytes(m["real_audio"], self.sample_rate),
+            "alt.wav": wav_bytes(m["alt_audio"], self.sample_rate),
+            "real_landmarks.npy": npy_bytes(m["real_landmarks"].astype(np.float32)),
+            "syn_landmarks.npy": npy_bytes(m["syn_landmarks"].astype(np.float32)),
+            "transforms.npy": npy_bytes(m["transforms"].astype(np.float32)),
+            "mask.png": png_bytes(m["mask"] * 255),
+            "meta.json": json.dumps({"key": record.key, **record.meta}, sort_keys=True).encode(),
+        }
+        preview = preview_jpeg(m["real_frames"], m["syn_frames"])
+        record.media = {"files": files, "preview": preview}
+        return record

@@ -1,0 +1,194 @@
+"""Ingest: one video in, aligned fixed-length face clips out (or a recorded reason why not).
+
+Per frame, streaming: decode at 25 fps -> scene-cut check -> MediaPipe landmarks (tracking) ->
+EMA-smoothed similarity alignment to the template -> crop. A clip is emitted as soon as it is
+full, so memory never holds more than one clip of crops whatever the video's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from factory.clips import Clip, save_clip
+from factory.config import IngestConfig
+from factory.faces.align import apply, frame_to_crop, warp_crop
+from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
+from factory.media.audio import load_audio
+from factory.media.vad import SpeechDetector
+from factory.media.video import MediaError, iter_frames, probe
+from factory.records import Record
+from factory.stage import Resources, Stage
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def frame_histogram(rgb: np.ndarray) -> np.ndarray:
+    small = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel()
+    return hist / max(hist.sum(), 1.0)
+
+
+def scene_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Total-variation distance between two normalised histograms, in [0, 1]."""
+    return 0.5 * float(np.abs(a - b).sum())
+
+
+class IngestStage(Stage):
+    name = "ingest"
+
+    def __init__(self, cfg: IngestConfig, clip_dir: str | Path):
+        super().__init__(Resources(num_cpus=cfg.num_cpus, pool_size=cfg.pool_size, batch_size=1))
+        self.cfg = cfg
+        self.clip_dir = Path(clip_dir)
+
+    def setup(self) -> None:
+        self.vad = SpeechDetector(self.cfg.vad_threshold, self.cfg.sample_rate)
+
+    def process(self, records: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        for video in records:
+            out.extend(self.ingest_video(video))
+        return out
+
+    # -- one video -----------------------------------------------------------------------------
+
+    def marker_path(self, video_key: str) -> Path:
+        return self.clip_dir / "_done" / f"{video_key}.json"
+
+    def ingest_video(self, video: Record) -> list[Record]:
+        marker = self.marker_path(video.key)
+        if marker.exists():  # ingested by an earlier (killed) run: reuse its clips
+            return [Record(**r) for r in json.loads(marker.read_text())]
+        try:
+            records = self._ingest(video)
+        except MediaError as exc:
+            video.meta["reject_detail"] = exc.detail
+            records = [video.reject(exc.reason, self.name)]
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"key": r.key, "kind": r.kind, "meta": r.meta} for r in records]))
+        os.replace(tmp, marker)
+        return records
+
+    def _ingest(self, video: Record) -> list[Record]:
+        cfg = self.cfg
+        path = video.meta["source"]
+        info = probe(path)
+        if min(info.width, info.height) < cfg.min_resolution:
+            raise MediaError("resolution_too_small", f"{info.width}x{info.height} < {cfg.min_resolution}")
+        if not info.has_audio:
+            raise MediaError("no_audio_stream")
+        audio = load_audio(path, cfg.sample_rate)
+        speech = self.vad.speech_mask(audio)
+        if speech.mean() < 0.02:
+            raise MediaError("silent_audio", f"speech in {speech.mean():.1%} of the audio")
+        video.meta.update(source_sha256=file_sha256(path), width=info.width, height=info.height,
+                          source_fps=round(info.fps, 3), variable_frame_rate=info.variable_frame_rate)
+
+        clips: list[Record] = []
+        frame_issues: Counter = Counter()
+        n_frames = 0
+        for start, clip in self._cut(path, frame_issues):
+            n_frames = max(n_frames, start + cfg.clip_frames)
+            clips.append(self._emit(video, len(clips), start, clip, audio, speech))
+            if cfg.max_clips_per_video and len(clips) >= cfg.max_clips_per_video:
+                break
+        video.meta["frame_issues"] = dict(frame_issues)
+        if not clips:
+            raise MediaError(self._why_no_clip(frame_issues), json.dumps(dict(frame_issues)))
+        return clips
+
+    def _why_no_clip(self, issues: Counter) -> str:
+        frames = issues.pop("frames", 0)
+        if frames < self.cfg.clip_frames:
+            return "too_short"
+        faceless = {k: v for k, v in issues.items() if k in ("no_face", "multiple_faces")}
+        if faceless and max(faceless.values()) > frames / 2:
+            return max(faceless, key=faceless.get)
+        return "no_continuous_face_segment"
+
+    def _cut(self, path: str, issues: Counter):
+        """Yields (start frame, (crops, landmarks, transforms)) for each full clip."""
+        cfg = self.cfg
+        size, length = cfg.crop_size, cfg.clip_frames
+        crops, lms, tfs = [], [], []
+        start = 0
+        prev_hist = None
+        smoothed = None
+        landmarker = FaceLandmarker(static=False, max_faces=cfg.max_faces)
+        try:
+            for k, rgb in iter_frames(path, cfg.fps):
+                issues["frames"] += 1
+                hist = frame_histogram(rgb)
+                if prev_hist is not None and scene_distance(hist, prev_hist) > cfg.scene_cut_threshold:
+                    issues["scene_cut"] += 1
+                    crops, lms, tfs, smoothed = [], [], [], None
+                    landmarker.reset()
+                prev_hist = hist
+                faces = landmarker.detect(rgb)
+                if not faces or len(faces) > cfg.max_faces:
+                    issues["no_face" if not faces else "multiple_faces"] += 1
+                    crops, lms, tfs, smoothed = [], [], [], None
+                    continue
+                points = max(faces, key=lambda f: np.ptp(f[:, 0]))[:, :2]  # the largest face
+                a = cfg.landmark_smoothing
+                smoothed = points if smoothed is None else a * smoothed + (1 - a) * points
+                tf = frame_to_crop(smoothed, size)
+                if not crops:
+                    start = k
+                crops.append(warp_crop(rgb, tf, size))
+                lms.append(apply(tf, points).astype(np.float32))
+                tfs.append(tf.astype(np.float32))
+                if len(crops) == length:
+                    yield start, (np.stack(crops), np.stack(lms), np.stack(tfs))
+                    keep = length - cfg.clip_stride
+                    crops, lms, tfs = (crops[-keep:], lms[-keep:], tfs[-keep:]) if keep > 0 else ([], [], [])
+                    start = k + 1 - len(crops)
+        finally:
+            landmarker.close()
+
+    def _emit(self, video: Record, index: int, start: int, arrays, audio, speech) -> Record:
+        cfg = self.cfg
+        frames, landmarks, transforms = arrays
+        per_frame = cfg.sample_rate // cfg.fps
+        a0, a1 = start * per_frame, (start + cfg.clip_frames) * per_frame
+        clip_audio = np.zeros(a1 - a0, np.int16)
+        piece = audio[a0:a1]
+        clip_audio[: len(piece)] = piece
+        speech_ratio = float(speech[a0:a1].mean()) if a0 < len(speech) else 0.0
+        key = f"{video.key}_c{index:04d}"
+        gap = landmarks[:, INNER_LIP_GAP[1]] - landmarks[:, INNER_LIP_GAP[0]]
+        meta = {
+            "source": video.meta["source"],
+            "source_sha256": video.meta["source_sha256"],
+            "video_key": video.key,
+            "speaker": video.meta["speaker"],
+            "frame_range": [start, start + cfg.clip_frames],
+            "fps": cfg.fps,
+            "sample_rate": cfg.sample_rate,
+            "speech_ratio": round(speech_ratio, 4),
+            "mouth_open": np.round(np.linalg.norm(gap, axis=1), 2).tolist(),
+        }
+        record = Record(key=key, kind="clip", meta=meta)
+        if len(piece) < (a1 - a0) * 0.9:
+            return record.reject("audio_shorter_than_video", self.name)
+        if speech_ratio < cfg.min_speech_ratio:
+            return record.reject("no_speech", self.name)
+        path = self.clip_dir / f"{key}.npz"
+        save_clip(path, Clip(frames, landmarks, transforms, clip_audio))
+        meta["clip_path"] = str(path)
+        return record

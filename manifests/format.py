@@ -1,0 +1,46 @@
+"""The manifest: a `wids-shard-index-v1` JSON that webdataset's wids and our reader both load,
+plus the run's config and stats."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+KIND = "wids-shard-index-v1"
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_entry(path: Path, nsamples: int, root: Path) -> dict[str, Any]:
+    return {"url": path.relative_to(root).as_posix(), "nsamples": nsamples,
+            "filesize": path.stat().st_size, "md5sum": md5sum(path)}
+
+
+def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict) -> None:
+    manifest = {"__kind__": KIND, "wids_version": 1, "name": path.parent.name,
+                "shardlist": sorted(shards, key=lambda s: s["url"]), "config": config, "stats": stats}
+    write_json_atomic(path, manifest)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    manifest = json.loads(Path(path).read_text())
+    if manifest.get("__kind__") != KIND:
+        raise ValueError(f"{path} is not a {KIND} manifest")
+    return manifest
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

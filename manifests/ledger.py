@@ -1,0 +1,52 @@
+"""The ledger: an append-only JSONL of every sample's fate, the ground truth for resuming.
+
+Rejections are appended (and fsynced) as they happen; kept samples when their shard is committed.
+A line cut short by a kill is ignored on reading: its sample simply gets redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            self._load()
+        self._file = open(path, "a", encoding="utf-8")
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        good = 0
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break  # the torn tail of a killed run
+            self.entries[entry["key"]] = entry
+            good += len(line) + 1
+        if good < len(raw):  # drop the torn tail so new lines start clean
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def append(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        self._file.write("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        for e in entries:
+            self.entries[e["key"]] = e
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,156 @@
+"""Atomic WebDataset shards and the bookkeeping that makes a killed run resume exactly once.
+
+Shards are written under a `.partial` name and renamed by webdataset's `post` hook once the tar
+is closed and fsynced, so a tar under its final name is always complete. Then the shard's keys go
+to the ledger. On reopening: `.partial` leftovers are deleted (their samples are redone), and a
+final tar the ledger does not know (killed between rename and ledger) is adopted from its
+contents. A sample is thus done exactly when it is in a final tar or recorded as rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+
+from factory.records import Record
+from manifests.format import shard_entry
+from manifests.ledger import Ledger
+
+PARTIAL = ".partial"
+FIXED_MTIME = 0  # tar member times carry no information; fixed, shards are byte-reproducible
+
+
+def safe_member(name: str) -> bool:
+    return not (name.startswith("/") or ".." in Path(name).parts)
+
+
+def tar_keys(path: Path) -> tuple[list[str], dict[str, dict]]:
+    """Sample keys in a tar, and each sample's meta.json."""
+    keys, metas = [], {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            if not safe_member(member.name):
+                raise ValueError(f"unsafe member name {member.name!r} in {path}")
+            key, _, ext = member.name.partition(".")
+            if key not in metas:
+                keys.append(key)
+                metas[key] = {}
+            if ext == "meta.json":
+                metas[key] = json.loads(tar.extractfile(member).read())
+    return keys, metas
+
+
+class ShardSink:
+    def __init__(self, out: Path, maxcount: int, maxsize: int):
+        self.out = Path(out)
+        self.shard_dir = self.out / "shards"
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.out / "state" / "ledger.jsonl")
+        self.shards_path = self.out / "state" / "shards.jsonl"
+        self.shards: dict[str, dict[str, Any]] = self._load_shards()
+        self._recover()
+        self.maxcount, self.maxsize = maxcount, maxsize
+        self._writer: wds.ShardWriter | None = None
+        self._pending: dict[str, list[Record]] = defaultdict(list)
+        self.written = 0
+
+    # -- resume --------------------------------------------------------------------------------
+
+    def _load_shards(self) -> dict[str, dict[str, Any]]:
+        shards = {}
+        if self.shards_path.exists():
+            for line in self.shards_path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break
+                shards[entry["url"]] = entry
+        return shards
+
+    def _recover(self) -> None:
+        for leftover in self.shard_dir.glob(f"*{PARTIAL}"):
+            leftover.unlink()
+        for tar in sorted(self.shard_dir.glob("*.tar")):
+            url = tar.relative_to(self.out).as_posix()
+            if url in self.shards:
+                continue
+            keys, metas = tar_keys(tar)  # renamed, but the ledger never heard of it: adopt it
+            self._commit(tar, [(k, metas[k]) for k in keys])
+
+    def done(self, key: str) -> bool:
+        return key in self.ledger
+
+    def next_shard_index(self) -> int:
+        existing = [int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob("pairs-*.tar")]
+        return max(existing, default=-1) + 1
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def reject(self, record: Record) -> None:
+        if record.key in self.ledger:
+            return
+        self.ledger.append([{"key": record.key, "kind": record.kind, "fate": "rejected",
+                             "reason": record.rejected, "stage": record.meta.get("rejected_by"),
+                             "meta": _slim(record.meta)}])
+
+    def write(self, record: Record) -> None:
+        if record.key in self.ledger:
+            return
+        if self._writer is None:
+            pattern = str(self.shard_dir / f"pairs-%06d.tar{PARTIAL}")
+            self._writer = wds.ShardWriter(pattern, maxcount=self.maxcount, maxsize=self.maxsize,
+                                           post=self._finalise, start_shard=self.next_shard_index(),
+                                           verbose=0, mtime=FIXED_MTIME)
+        sample = {"__key__": record.key}
+        sample.update(record.media["files"])
+        self._writer.write(sample)
+        self._pending[self._writer.fname].append(record)
+        self.written += 1
+
+    def _finalise(self, partial_name: str) -> None:
+        partial = Path(partial_name)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        final = partial.with_name(partial.name[: -len(PARTIAL)])
+        os.replace(partial, final)
+        records = self._pending.pop(partial_name, [])
+        self._commit(final, [(r.key, r.meta) for r in records])
+
+    def _commit(self, tar: Path, samples: list[tuple[str, dict]]) -> None:
+        entry = shard_entry(tar, len(samples), self.out)
+        self.ledger.append([{"key": key, "kind": "pair", "fate": "kept", "reason": None,
+                             "shard": entry["url"], "meta": _slim(meta)} for key, meta in samples])
+        with open(self.shards_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.shards[entry["url"]] = entry
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.ledger.close()
+
+
+def _slim(meta: dict) -> dict:
+    """Meta for the ledger and table: drop bulky per-frame lists."""
+    return {k: v for k, v in meta.items() if k not in ("mouth_open",)}
+
+
+def preview_path(out: Path, key: str) -> Path:
+    return Path(out) / "previews" / f"{key}.jpg"
+
+
+def write_preview(out: Path, key: str, data: bytes) -> None:
+    path = preview_path(out, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+

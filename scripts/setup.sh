@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-time setup: Debian packages for the demo, a venv in .venv, the project installed editable.
+# Safe to re-run; it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+STAMP=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$STAMP" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[dev]"
+  touch "$STAMP"
+fi
