@@ -6,6 +6,7 @@ A stage never imports an executor: it must run in a plain Python loop. Executors
 
 from __future__ import annotations
 
+import copy
 import logging
 import traceback
 from collections import Counter
@@ -48,11 +49,13 @@ class Stage:
         active = [r for r in batch if not r.rejected]
         if not active:
             return passthrough
+        snapshot = [(dict(r.media), copy.deepcopy(r.meta)) for r in active]
         try:
             out = self.process(active)
-        except Exception:  # a bad batch: isolate the record that breaks, keep the rest
+        except Exception:  # a bad batch: undo its partial edits, then isolate the record that breaks
             out = []
-            for record in active:
+            for record, (media, meta) in zip(active, snapshot):
+                record.media, record.meta = media, meta
                 out.extend(self._process_one_safely(record))
         for r in out:
             self.stats[f"dropped_{r.rejected}" if r.rejected else "passed"] += 1

@@ -1,0 +1,51 @@
+"""Shared test media, made offline from real sources: scikit-image's astronaut photo (a real face)
+and espeak-ng speech."""
+
+from __future__ import annotations
+
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+from skimage import data
+
+from tests.media import write_video
+
+SR = 16000
+
+
+def espeak(text: str, path) -> np.ndarray:
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), text], check=True)
+    wav, rate = sf.read(str(path), dtype="float32")
+    return (np.clip(resample_poly(wav, SR, rate), -1, 1) * 32767).astype(np.int16)
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory) -> np.ndarray:
+    """About six seconds of real synthetic speech, int16 at 16 kHz."""
+    path = tmp_path_factory.mktemp("speech") / "s.wav"
+    return espeak("The quick brown fox jumps over the lazy dog, and then it runs far away.", path)
+
+
+def face_frames(n: int, size: int = 192, faces: int = 1) -> np.ndarray:
+    """n frames of the astronaut's face with a gentle sway (so tracking has work to do)."""
+    face = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    if faces == 2:  # two people side by side, cropped close so the detector sees both
+        tight = data.astronaut()[:, 64:448]
+        face = cv2.resize(np.concatenate([tight, tight[:, ::-1]], axis=1), (size * 2, size * 4 // 3))
+    frames = []
+    for i in range(n):
+        shift = np.float32([[1, 0, 3 * np.sin(i / 8)], [0, 1, 2 * np.cos(i / 11)]])
+        frames.append(cv2.warpAffine(face, shift, face.shape[1::-1], borderMode=cv2.BORDER_REFLECT))
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="session")
+def still_talker(tmp_path_factory, speech):
+    """A real face and real speech (the mouth does not move: enough for ingest)."""
+    path = tmp_path_factory.mktemp("media") / "still_talker.mp4"
+    n = len(speech) * 25 // SR
+    return write_video(path, face_frames(n), audio=speech)

@@ -1,0 +1,142 @@
+"""Ingest on real encoded media: good input becomes aligned clips, every bad kind a reason."""
+
+import numpy as np
+import pytest
+
+from factory.clips import load_clip
+from factory.config import IngestConfig
+from factory.faces.align import template
+from factory.faces.landmarks import RIGID
+from factory.records import Record
+from factory.stages.ingest import IngestStage
+from tests.conftest import SR, face_frames
+from tests.media import set_mp4_rotation, write_video
+
+
+def ingest(path, tmp_path, **overrides):
+    cfg = IngestConfig(clip_frames=25, clip_stride=25, **overrides)
+    stage = IngestStage(cfg, tmp_path / "clips")
+    return stage([Record("v", "video", meta={"source": str(path), "speaker": "spk"})])
+
+
+def reasons(records):
+    return {r.rejected for r in records}
+
+
+def test_good_video_becomes_aligned_clips(still_talker, tmp_path):
+    clips = ingest(still_talker, tmp_path)
+    kept = [c for c in clips if not c.rejected]
+    assert len(kept) >= 4
+    first = kept[0]
+    assert first.key == "v_c0000" and first.meta["frame_range"] == [0, 25]
+    assert first.meta["speaker"] == "spk" and len(first.meta["source_sha256"]) == 64
+    clip = load_clip(first.meta["clip_path"])
+    assert clip.frames.shape == (25, 256, 256, 3) and clip.landmarks.shape == (25, 478, 2)
+    assert clip.audio.shape == (25 * SR // 25,) and clip.audio.dtype == np.int16
+    # aligned: the rigid points sit on the template (within a few pixels: smoothing, detector noise)
+    err = np.abs(clip.landmarks[:, RIGID] - template(256)[RIGID]).mean()
+    assert err < 4.0
+    starts = [c.meta["frame_range"][0] for c in kept]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+
+
+def test_resumed_ingest_reuses_its_clips(still_talker, tmp_path):
+    first = ingest(still_talker, tmp_path)
+    again = ingest(still_talker, tmp_path)
+    assert [r.key for r in first] == [r.key for r in again]
+
+
+def test_crop_size_is_configurable(still_talker, tmp_path):
+    kept = [c for c in ingest(still_talker, tmp_path, crop_size=128, max_clips_per_video=1) if not c.rejected]
+    assert load_clip(kept[0].meta["clip_path"]).frames.shape[1:] == (128, 128, 3)
+    assert len(kept) == 1
+
+
+@pytest.fixture
+def bad(tmp_path, speech):
+    """Builds each kind of bad input on demand."""
+    n = len(speech) * 25 // SR
+
+    def make(kind):
+        p = tmp_path / f"{kind}.mp4"
+        if kind == "zero_bytes":
+            p.write_bytes(b"")
+        elif kind == "garbage":
+            p.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+        elif kind == "truncated":
+            good = write_video(tmp_path / "full.mp4", face_frames(n), audio=speech)
+            p.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        elif kind == "audio_only":
+            write_video(p, None, audio=speech)
+        elif kind == "video_only":
+            write_video(p, face_frames(n))
+        elif kind == "silent":
+            write_video(p, face_frames(n), audio=np.zeros_like(speech))
+        elif kind == "no_face":
+            noise = np.random.default_rng(1).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+            write_video(p, noise, audio=speech)
+        elif kind == "two_faces":
+            write_video(p, face_frames(n, faces=2), audio=speech)
+        elif kind == "tiny":
+            write_video(p, face_frames(n, size=16), audio=speech)
+        elif kind == "too_short":
+            write_video(p, face_frames(12), audio=speech[: SR // 2])
+        return p
+
+    return make
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("zero_bytes", "empty_file"),
+    ("garbage", "unreadable_container"),
+    ("truncated", "unreadable_container"),
+    ("audio_only", "no_video_stream"),
+    ("video_only", "no_audio_stream"),
+    ("silent", "silent_audio"),
+    ("no_face", "no_face"),
+    ("two_faces", "multiple_faces"),
+    ("tiny", "resolution_too_small"),
+    ("too_short", "too_short"),
+])
+def test_bad_input_is_a_recorded_reason(bad, tmp_path, kind, reason):
+    out = ingest(bad(kind), tmp_path)
+    assert len(out) == 1 and out[0].kind == "video"
+    assert out[0].rejected == reason
+
+
+def test_missing_file_is_a_reason(tmp_path):
+    assert reasons(ingest(tmp_path / "nope.mp4", tmp_path)) == {"missing_file"}
+
+
+def test_rotation_metadata_is_applied(tmp_path, speech):
+    n = len(speech) * 25 // SR
+    upright = face_frames(n)
+    stored = np.ascontiguousarray(np.rot90(upright, k=-1, axes=(1, 2)))  # portrait phone video
+    path = write_video(tmp_path / "rotated.mp4", stored, audio=speech)
+    set_mp4_rotation(path, 90)
+    from factory.media.video import iter_frames
+
+    _, first = next(iter(iter_frames(path)))
+    assert np.abs(first.astype(int) - upright[0]).mean() < 12  # displayed upright
+    kept = [c for c in ingest(path, tmp_path) if not c.rejected]
+    assert len(kept) >= 4
+
+
+def test_variable_frame_rate_is_resampled_to_25fps(tmp_path, speech):
+    seconds = len(speech) / SR
+    rng = np.random.default_rng(2)
+    times = np.cumsum(rng.uniform(1 / 40, 1 / 20, 400))
+    times = times[times < seconds] - times[0]
+    path = write_video(tmp_path / "vfr.mp4", face_frames(len(times)), audio=speech, times=list(times))
+    from factory.media.video import iter_frames, probe
+
+    assert probe(path).variable_frame_rate
+    n = sum(1 for _ in iter_frames(path, 25))
+    assert abs(n - times[-1] * 25) <= 2
+    assert len([c for c in ingest(path, tmp_path) if not c.rejected]) >= 4
+
+
+def test_odd_file_name_with_spaces_and_unicode(tmp_path, still_talker):
+    path = tmp_path / ("a long name with spaces — ünïcødé 日本語 " * 3 + ".mp4")
+    path.write_bytes(still_talker.read_bytes())
+    assert len([c for c in ingest(path, tmp_path) if not c.rejected]) >= 4
