@@ -24,48 +24,104 @@ NUM_LANDMARKS = 478
 
 
 class FaceLandmarker:
-    """Detects up to `max_faces` + 1 faces per RGB frame (one more than allowed, to notice extras).
+    """Faces in RGB frames, largest first, each a (478, 3) float32 array of pixel coordinates.
 
-    In tracking mode (static=False) MediaPipe re-uses the previous frame's face box, which is
-    what makes it fast on video; call `reset()` at a scene cut.
+    MediaPipe Face Mesh finds faces with its short-range detector, which misses faces smaller
+    than about half the frame height (a 720p interview shot). So faces are found with the
+    full-range detector, and the mesh runs on a square region around the face; between
+    detections the region follows the landmarks (tracking mode, which is what makes video fast).
+    The detector re-runs every `redetect_every` frames to notice a second face entering.
     """
 
-    def __init__(self, static: bool = False, max_faces: int = 1, min_confidence: float = 0.5):
+    def __init__(self, static: bool = False, max_faces: int = 1, min_confidence: float = 0.5,
+                 redetect_every: int = 25, roi_scale: float = 2.0):
         self.static = static
         self.max_faces = max_faces
         self.min_confidence = min_confidence
-        self._mesh = None
+        self.redetect_every = redetect_every
+        self.roi_scale = roi_scale
+        self._mesh = self._other_mesh = self._detector = None
+        self._roi: tuple[float, float, float] | None = None  # centre x, centre y, side (pixels)
+        self._since_detection = 0
+        self._crowded = False
 
-    def _open(self):
+    def _open(self) -> None:
         import mediapipe as mp  # imported lazily: heavy, and only needed on workers
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=self.static,
-            max_num_faces=self.max_faces + 1,
-            refine_landmarks=True,
-            min_detection_confidence=self.min_confidence,
-            min_tracking_confidence=self.min_confidence,
-        )
+            static_image_mode=self.static, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=self.min_confidence, min_tracking_confidence=self.min_confidence)
+        self._other_mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=self.min_confidence)
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=self.min_confidence)  # full range: small faces too
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """Faces found in one frame, each a (478, 3) float32 array in pixel coordinates (x, y, z)."""
         if self._mesh is None:
             self._open()
-        h, w = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
+        rgb = np.ascontiguousarray(rgb)
+        due = (self.static or self._roi is None or self._crowded
+               or self._since_detection >= self.redetect_every)
+        rois = self._find_faces(rgb) if due else [self._roi]
+        if due:
+            self._crowded = len(rois) > 1  # while several faces are in view, count them every frame
+        self._since_detection = 0 if due else self._since_detection + 1
         faces = []
-        for face in result.multi_face_landmarks or []:
-            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
-            faces.append(pts)
+        for i, roi in enumerate(rois):
+            pts = self._mesh_in(rgb, roi, self._mesh if i == 0 else self._other_mesh)
+            if pts is not None:
+                faces.append(pts)
+            elif i == 0 and not due:  # lost the track: look again on this very frame
+                self._roi = None
+                return self.detect(rgb)
+        if faces:
+            self._roi = self._roi_of(faces[0])
+        else:
+            self._roi = None
         return faces
 
+    def _find_faces(self, rgb: np.ndarray) -> list[tuple[float, float, float]]:
+        h, w = rgb.shape[:2]
+        result = self._detector.process(rgb)
+        boxes = []
+        for det in result.detections or []:
+            b = det.location_data.relative_bounding_box
+            bw, bh = b.width * w, b.height * h
+            boxes.append((b.xmin * w + bw / 2, b.ymin * h + bh / 2, self.roi_scale * max(bw, bh)))
+        return sorted(boxes, key=lambda r: -r[2])[: self.max_faces + 1]
+
+    def _roi_of(self, pts: np.ndarray) -> tuple[float, float, float]:
+        lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+        centre = (lo + hi) / 2
+        return float(centre[0]), float(centre[1]), float(self.roi_scale * 0.8 * (hi - lo).max())
+
+    @staticmethod
+    def _mesh_in(rgb: np.ndarray, roi: tuple[float, float, float], mesh) -> np.ndarray | None:
+        h, w = rgb.shape[:2]
+        cx, cy, side = roi
+        x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return None
+        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        result = mesh.process(crop)
+        if not result.multi_face_landmarks:
+            return None
+        cw, ch = x1 - x0, y1 - y0
+        lm = result.multi_face_landmarks[0].landmark
+        return np.array([(p.x * cw + x0, p.y * ch + y0, p.z * cw) for p in lm], dtype=np.float32)
+
     def reset(self) -> None:
-        self.close()
+        """Forget the track (at a scene cut)."""
+        self._roi = None
 
     def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        for model in (self._mesh, self._other_mesh, self._detector):
+            if model is not None:
+                model.close()
+        self._mesh = self._other_mesh = self._detector = None
+        self._roi = None
 
     def __enter__(self) -> "FaceLandmarker":
         return self

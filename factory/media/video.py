@@ -10,9 +10,10 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import av
+import cv2
 import numpy as np
 
 
@@ -87,15 +88,20 @@ def _decoded_frames(path: str, fps: int) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
+    if frame.format.name == "yuv420p":  # OpenCV's converter is ~40% cheaper than swscale here
+        rgb = cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+    else:
+        rgb = frame.to_ndarray(format="rgb24")
     rotation = getattr(frame, "rotation", 0) or 0  # display matrix, e.g. phone videos
     if rotation % 360:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=int(round(rotation / 90)) % 4))
     return rgb
 
 
-def iter_frames(path: str | Path, fps: int = 25, prefetch: int = 16) -> Iterator[tuple[int, np.ndarray]]:
-    """Frames at `fps` decoded in a background thread; decode errors surface as MediaError."""
+def iter_frames(path: str | Path, fps: int = 25, prefetch: int = 16,
+                prepare: Callable[[np.ndarray], Any] | None = None) -> Iterator[tuple]:
+    """(index, RGB frame) at `fps`, decoded in a background thread; decode errors surface as
+    MediaError. With `prepare`, (index, frame, prepare(frame)), computed on the decode thread."""
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
     done = object()
@@ -103,6 +109,8 @@ def iter_frames(path: str | Path, fps: int = 25, prefetch: int = 16) -> Iterator
     def worker() -> None:
         try:
             for item in _decoded_frames(str(path), fps):
+                if prepare is not None:
+                    item = (*item, prepare(item[1]))
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.1)
