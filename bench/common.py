@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -48,7 +49,7 @@ def long_720p_video(path: Path, seconds: float) -> Path:
             out.mux(p)
         for s in range(0, len(audio), 1024):
             af = av.AudioFrame.from_ndarray(audio[None, s:s + 1024], format="s16", layout="mono")
-            af.sample_rate = 16000
+            af.sample_rate, af.pts, af.time_base = 16000, s, Fraction(1, 16000)
             for p in aus.encode(af):
                 out.mux(p)
         for p in aus.encode():

@@ -10,6 +10,7 @@ the aligner real work. Not a substitute for real footage, but real faces, real a
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 import shutil
 import subprocess
 import tempfile
@@ -141,7 +142,8 @@ def make_talking_video(path: Path, text: str, *, seconds: float | None = None, s
             out.mux(packet)
         for start in range(0, len(audio), 1024):
             chunk = av.AudioFrame.from_ndarray(audio[None, start:start + 1024], format="s16", layout="mono")
-            chunk.sample_rate = SAMPLE_RATE
+            chunk.sample_rate, chunk.pts = SAMPLE_RATE, start  # with pts the AAC priming gets an edit list
+            chunk.time_base = Fraction(1, SAMPLE_RATE)
             for packet in sound.encode(chunk):
                 out.mux(packet)
         for packet in sound.encode():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,7 +20,7 @@ def write_video(path: Path, frames: np.ndarray | None, fps: float = 25, audio: n
             vs.height, vs.width = frames.shape[1:3]
             vs.pix_fmt = "yuv420p"
             if times is not None:
-                vs.codec_context.time_base = vs.time_base = __import__("fractions").Fraction(1, 1000)
+                vs.codec_context.time_base = vs.time_base = Fraction(1, 1000)
         as_ = None
         if audio is not None:
             as_ = out.add_stream("aac", rate=sample_rate)
@@ -37,7 +38,7 @@ def write_video(path: Path, frames: np.ndarray | None, fps: float = 25, audio: n
             for s in range(0, len(audio), 1024):
                 chunk = audio[s:s + 1024].astype(np.int16)[None]
                 af = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
-                af.sample_rate = sample_rate
+                af.sample_rate, af.pts, af.time_base = sample_rate, s, Fraction(1, sample_rate)  # A/V in sync
                 for p in as_.encode(af):
                     out.mux(p)
             for p in as_.encode():
