@@ -140,3 +140,17 @@ def test_odd_file_name_with_spaces_and_unicode(tmp_path, still_talker):
     path = tmp_path / ("a long name with spaces — ünïcødé 日本語 " * 3 + ".mp4")
     path.write_bytes(still_talker.read_bytes())
     assert len([c for c in ingest(path, tmp_path) if not c.rejected]) >= 4
+
+
+def test_clips_never_straddle_a_scene_cut(tmp_path, speech):
+    n = len(speech) * 25 // SR
+    frames = face_frames(n)
+    cut = 40
+    frames[cut:] = 255 - frames[cut:, :, ::-1]  # a different shot: inverted colours, mirrored
+    path = write_video(tmp_path / "cut.mp4", frames, audio=speech)
+    stage = IngestStage(IngestConfig(clip_frames=25, clip_stride=25), tmp_path / "clips")
+    stage.setup()
+    issues = stage._track(str(path), lambda start, arrays: True)
+    assert issues["scene_cut"] == 1
+    kept = [c for c in ingest(path, tmp_path / "x") if not c.rejected]
+    assert kept and all(not (c.meta["frame_range"][0] < cut < c.meta["frame_range"][1]) for c in kept)
