@@ -96,3 +96,36 @@ def test_bad_config_and_no_input_exit_non_zero(tmp_path):
     empty.mkdir()
     assert main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{empty}]",
                  f"out={tmp_path / 'o'}", "executor.kind=local"]) == 3
+
+
+def kept_keys(out):
+    return sorted(sample["__key__"] for sample in iter_pairs(out / "manifest.json", decode=False))
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, talking_videos):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["configs/demo.yaml", "input.demo=false", f"input.paths=[{talking_videos}]", *SMALL,
+            "executor.kind=local", "write.shard_maxcount=1"]
+    assert main(["run", *args, f"out={tmp_path / 'ref'}"]) == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "run", *args, f"out={out}", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = out / "state" / "ledger.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger.exists() and ledger.read_text().count('"kept"') >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["run", *args, f"out={out}"]) == 0
+    assert not list(out.rglob("*.partial"))
+    check_output(out)
+    assert kept_keys(out) == kept_keys(tmp_path / "ref")
