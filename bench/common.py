@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,6 +11,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 from skimage import data
+
+from factory.media.encode import add_aac_stream, mux_audio
 
 
 def speech(seconds: float, tmp: Path) -> np.ndarray:
@@ -37,8 +38,7 @@ def long_720p_video(path: Path, seconds: float) -> Path:
         vs = out.add_stream("libx264", rate=25)
         vs.width, vs.height, vs.pix_fmt = 1280, 720, "yuv420p"
         vs.options = {"preset": "ultrafast", "crf": "23"}
-        aus = out.add_stream("aac", rate=16000)
-        aus.layout = "mono"
+        aus = add_aac_stream(out)
         for i in range(int(seconds * 25)):
             frame = background.copy()
             x, y = 360 + int(20 * np.sin(i / 30)), 80 + int(10 * np.cos(i / 23))
@@ -47,12 +47,6 @@ def long_720p_video(path: Path, seconds: float) -> Path:
                 out.mux(p)
         for p in vs.encode():
             out.mux(p)
-        for s in range(0, len(audio), 1024):
-            af = av.AudioFrame.from_ndarray(audio[None, s:s + 1024], format="s16", layout="mono")
-            af.sample_rate, af.pts, af.time_base = 16000, s, Fraction(1, 16000)
-            for p in aus.encode(af):
-                out.mux(p)
-        for p in aus.encode():
-            out.mux(p)
+        mux_audio(out, aus, audio)
     tmp.replace(path)
     return path

@@ -10,7 +10,6 @@ the aligner real work. Not a substitute for real footage, but real faces, real a
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +23,7 @@ from scipy.ndimage import uniform_filter1d
 from scipy.signal import resample_poly
 
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
+from factory.media.encode import add_aac_stream, mux_audio
 
 SAMPLE_RATE = 16000
 SENTENCES = [
@@ -131,8 +131,7 @@ def make_talking_video(path: Path, text: str, *, seconds: float | None = None, s
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = size, size, "yuv420p"
         video.options = {"crf": "20", "preset": "veryfast"}
-        sound = out.add_stream("aac", rate=SAMPLE_RATE)
-        sound.layout = "mono"
+        sound = add_aac_stream(out, SAMPLE_RATE)
         for i, opening in enumerate(openings):
             frame = sway(animator.render(float(opening)), i / fps, phases)
             noisy = np.clip(frame + rng.normal(0, 1.5, frame.shape), 0, 255).astype(np.uint8)
@@ -140,14 +139,7 @@ def make_talking_video(path: Path, text: str, *, seconds: float | None = None, s
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
-        for start in range(0, len(audio), 1024):
-            chunk = av.AudioFrame.from_ndarray(audio[None, start:start + 1024], format="s16", layout="mono")
-            chunk.sample_rate, chunk.pts = SAMPLE_RATE, start  # with pts the AAC priming gets an edit list
-            chunk.time_base = Fraction(1, SAMPLE_RATE)
-            for packet in sound.encode(chunk):
-                out.mux(packet)
-        for packet in sound.encode():
-            out.mux(packet)
+        mux_audio(out, sound, audio, SAMPLE_RATE)
     os.replace(tmp, path)
     return path
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from factory.media.encode import add_aac_stream, mux_audio
+
 
 def write_video(path: Path, frames: np.ndarray | None, fps: float = 25, audio: np.ndarray | None = None,
                 sample_rate: int = 16000, times: list[float] | None = None) -> Path:
@@ -21,10 +23,7 @@ def write_video(path: Path, frames: np.ndarray | None, fps: float = 25, audio: n
             vs.pix_fmt = "yuv420p"
             if times is not None:
                 vs.codec_context.time_base = vs.time_base = Fraction(1, 1000)
-        as_ = None
-        if audio is not None:
-            as_ = out.add_stream("aac", rate=sample_rate)
-            as_.layout = "mono"
+        as_ = add_aac_stream(out, sample_rate) if audio is not None else None
         if vs is not None:
             for i, rgb in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -35,14 +34,7 @@ def write_video(path: Path, frames: np.ndarray | None, fps: float = 25, audio: n
             for p in vs.encode():
                 out.mux(p)
         if as_ is not None:
-            for s in range(0, len(audio), 1024):
-                chunk = audio[s:s + 1024].astype(np.int16)[None]
-                af = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
-                af.sample_rate, af.pts, af.time_base = sample_rate, s, Fraction(1, sample_rate)  # A/V in sync
-                for p in as_.encode(af):
-                    out.mux(p)
-            for p in as_.encode():
-                out.mux(p)
+            mux_audio(out, as_, audio, sample_rate)
     return path
 
 

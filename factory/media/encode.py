@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -27,3 +28,22 @@ def mp4_bytes(frames: np.ndarray, fps: int = 25, crf: int = 18) -> bytes:
 def read_mp4(data: bytes) -> np.ndarray:
     with av.open(io.BytesIO(data)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def add_aac_stream(container: av.container.OutputContainer, sample_rate: int = 16000) -> av.audio.stream.AudioStream:
+    stream = container.add_stream("aac", rate=sample_rate)
+    stream.layout = "mono"
+    return stream
+
+
+def mux_audio(container, stream, samples: np.ndarray, sample_rate: int = 16000) -> None:
+    """Encode int16 mono samples into `stream` and flush. Frames carry timestamps, so the muxer
+    records the AAC encoder's priming in an edit list and readers see the sound in sync."""
+    for start in range(0, len(samples), 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, start:start + 1024], np.int16),
+                                           format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = sample_rate, start, Fraction(1, sample_rate)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
