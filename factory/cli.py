@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML file, e.g. configs/demo.yaml")
     run.add_argument("overrides", nargs="*", help="key=value, e.g. out=runs/x executor.kind=local")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    verify = sub.add_parser("verify", help="check an output directory against its manifest")
+    verify.add_argument("out", help="the run's output directory")
     return parser
 
 
@@ -26,7 +28,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "run":
         return run_command(args.config, args.overrides, progress=not args.quiet)
+    if args.command == "verify":
+        return verify_command(args.out)
     return EXIT_CONFIG
+
+
+def verify_command(out: str) -> int:
+    from manifests.verify import verify
+
+    problems, counts = verify(out)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        print(f"factory verify: {len(problems)} problem(s) in {out}", file=sys.stderr)
+        return 1
+    print(f"OK {out}: {counts['shards']} shards, {counts['samples']} samples, {counts['table_rows']} table rows")
+    return 0
 
 
 def run_command(config_path: str, overrides: list[str], progress: bool = True) -> int:

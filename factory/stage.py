@@ -29,6 +29,7 @@ class Stage:
     """Base class. Subclasses implement `process(records)` on non-rejected records only."""
 
     name: str = "stage"
+    retries: int = 1  # extra attempts for a record whose processing raised
 
     def __init__(self, resources: Resources | None = None):
         self.resources = resources or Resources()
@@ -62,11 +63,16 @@ class Stage:
         return passthrough + out
 
     def _process_one_safely(self, record: Record) -> list[Record]:
-        try:
-            return self.process([record])
-        except Exception as exc:
-            log.warning("%s failed on %s:\n%s", self.name, record.key, traceback.format_exc())
-            return [record.reject(f"{self.name}_error:{type(exc).__name__}", self.name)]
+        media, meta = dict(record.media), copy.deepcopy(record.meta)
+        for attempt in range(1 + self.retries):  # transient errors (a busy GPU, a flaky mount) pass
+            record.media, record.meta = dict(media), copy.deepcopy(meta)
+            try:
+                return self.process([record])
+            except Exception as exc:
+                error = exc
+                log.warning("%s failed on %s (attempt %d):\n%s", self.name, record.key, attempt + 1,
+                            traceback.format_exc())
+        return [record.reject(f"{self.name}_error:{type(error).__name__}", self.name)]
 
 
 class Filter(Stage):

@@ -13,6 +13,7 @@ import numpy as np
 
 from factory.config import MouthDistanceConfig
 from factory.faces.align import align_to_template
+from factory.faults import fault_point
 from factory.faces.landmarks import MOUTH, NUM_LANDMARKS, FaceLandmarker
 from factory.records import Record
 from factory.stage import Filter
@@ -49,6 +50,7 @@ class MouthDistanceFilter(Filter):
         super().__init__({"syn_face_ratio": (">=", 0.8), "lmd": (">=", cfg.min_lmd)})
 
     def score(self, record: Record) -> dict[str, float]:
+        fault_point("filter", record.key)
         real = track(record.media["real_frames"])
         syn = track(record.media["syn_frames"])
         record.media["real_landmarks"], record.media["syn_landmarks"] = real, syn

@@ -18,6 +18,7 @@ from typing import Any
 
 import webdataset as wds
 
+from factory.faults import fault_point
 from factory.records import Record
 from manifests.format import shard_entry
 from manifests.ledger import Ledger
@@ -98,6 +99,7 @@ class ShardSink:
         self.ledger.append([{"key": record.key, "kind": record.kind, "fate": "rejected",
                              "reason": record.rejected, "stage": record.meta.get("rejected_by"),
                              "meta": _slim(record.meta)}])
+        fault_point("rejection_recorded")
 
     def write(self, record: Record) -> None:
         if record.key in self.ledger:
@@ -112,6 +114,7 @@ class ShardSink:
         self._writer.write(sample)
         self._pending[self._writer.fname].append(record)
         self.written += 1
+        fault_point("pair_written")
 
     def _finalise(self, partial_name: str) -> None:
         partial = Path(partial_name)
@@ -119,6 +122,7 @@ class ShardSink:
             os.fsync(f.fileno())
         final = partial.with_name(partial.name[: -len(PARTIAL)])
         os.replace(partial, final)
+        fault_point("shard_renamed")
         records = self._pending.pop(partial_name, [])
         self._commit(final, [(r.key, r.meta) for r in records])
 
@@ -126,6 +130,7 @@ class ShardSink:
         entry = shard_entry(tar, len(samples), self.out)
         self.ledger.append([{"key": key, "kind": "pair", "fate": "kept", "reason": None,
                              "shard": entry["url"], "meta": _slim(meta)} for key, meta in samples])
+        fault_point("shard_committed")
         with open(self.shards_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from factory.config import FactoryConfig, save_config
+from factory.faults import fault_point
 from factory.inputs import discover_videos
 from factory.pairing import make_pairs
 from factory.records import Record
@@ -94,6 +95,7 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     entries = list(sink.ledger.entries.values())
     summary = summarise(entries, len(videos), time.monotonic() - start, sink.written,
                         cfg.ingest.clip_frames, skipped, executor.failures)
+    fault_point("manifest")
     write_manifest(out / "manifest.json", list(sink.shards.values()), cfg.to_dict(), summary)
     write_table(out / "samples.parquet", entries)
     write_json_atomic(out / "summary.json", summary)

@@ -70,14 +70,16 @@ def fake_gpu_ray():
 
 def test_same_results_as_local(fake_gpu_ray):
     stage = Square(Resources(batch_size=3, pool_size=2))
-    got = sorted((r.key, r.meta["y"]) for r in RayExecutor(ExecutorConfig()).map([stage], recs(10)))
+    with RayExecutor(ExecutorConfig()) as executor:
+        got = sorted((r.key, r.meta["y"]) for r in executor.map([stage], recs(10)))
     want = sorted((r.key, r.meta["y"]) for r in LocalExecutor().map([Square()], recs(10)))
     assert got == want and len(got) == 10
 
 
 def test_gpu_actors_are_pinned_to_distinct_gpus(fake_gpu_ray):
     stage = WhereAmI(Resources(num_cpus=0.5, num_gpus=1, pool_size=2))
-    out = list(RayExecutor(ExecutorConfig()).map([stage], recs(16)))
+    with RayExecutor(ExecutorConfig()) as executor:
+        out = list(executor.map([stage], recs(16)))
     by_pid = {}
     for r in out:
         by_pid.setdefault(r.meta["pid"], set()).add(r.meta["cuda_visible_devices"])
@@ -87,8 +89,16 @@ def test_gpu_actors_are_pinned_to_distinct_gpus(fake_gpu_ray):
 
 def test_fractional_gpus_share_one_device(fake_gpu_ray):
     stage = WhereAmI(Resources(num_cpus=0.5, num_gpus=0.5, pool_size=2))
-    out = list(RayExecutor(ExecutorConfig()).map([stage], recs(8)))
+    with RayExecutor(ExecutorConfig()) as executor:
+        out = list(executor.map([stage], recs(8)))
     assert len({r.meta["cuda_visible_devices"] for r in out}) >= 1 and len(out) == 8
+
+
+def test_one_actor_pool_serves_every_phase(fake_gpu_ray):
+    with RayExecutor(ExecutorConfig()) as executor:
+        first = {r.meta["pid"] for r in executor.map([WhereAmI(Resources(pool_size=2))], recs(6))}
+        second = {r.meta["pid"] for r in executor.map([WhereAmI(Resources(pool_size=2))], recs(6))}
+    assert first == second and len(first) == 2  # the same two processes: imports paid once
 
 
 def test_stages_with_equal_resources_fuse_into_one_actor():
@@ -100,15 +110,16 @@ def test_stages_with_equal_resources_fuse_into_one_actor():
 
 def test_worker_death_is_retried(fake_gpu_ray, tmp_path):
     stage = DieOn(bad=3, times=1, counter=tmp_path / "deaths")
-    out = list(RayExecutor(ExecutorConfig(max_retries=2)).map([stage], recs(6)))
+    with RayExecutor(ExecutorConfig(max_retries=2)) as executor:
+        out = list(executor.map([stage], recs(6)))
     assert sorted(r.key for r in out) == [f"k{i}" for i in range(6)]
     assert not any(r.rejected for r in out)
 
 
 def test_worker_that_keeps_dying_is_recorded_not_fatal(fake_gpu_ray, tmp_path):
     stage = DieOn(bad=3, times=99, counter=tmp_path / "deaths")
-    executor = RayExecutor(ExecutorConfig(max_retries=1))
-    out = {r.key: r for r in executor.map([stage], recs(6))}
+    with RayExecutor(ExecutorConfig(max_retries=1)) as executor:
+        out = {r.key: r for r in executor.map([stage], recs(6))}
     assert len(out) == 6 and executor.failures == 1
     assert out["k3"].rejected.startswith("worker_failed:") and not out["k2"].rejected
 

@@ -17,7 +17,8 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Iterable, Iterator
 
@@ -38,11 +39,16 @@ class ResourceError(RuntimeError):
 
 @ray.remote
 class StageWorker:
-    def __init__(self, stages: list[Stage]):
-        self.stages = stages
+    """Runs any list of stages; keeps each list (and the models its setup() loaded) by id, so one
+    actor serves every phase of a run and pays its imports once."""
 
-    def run(self, batch: list[Record]) -> list[Record]:
-        for stage in self.stages:
+    def __init__(self):
+        self.stages: dict[str, list[Stage]] = {}
+
+    def run(self, segment_id: str, stages_ref: list, batch: list[Record]) -> list[Record]:
+        if segment_id not in self.stages:
+            self.stages[segment_id] = ray.get(stages_ref[0])  # wrapped in a list: fetched once, here
+        for stage in self.stages[segment_id]:
             batch = stage(batch)
         return batch
 
@@ -57,10 +63,16 @@ class Segment:
     num_gpus: float
     batch_size: int
     pool_size: int
+    id: str = ""
+    ref: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return "+".join(s.name for s in self.stages)
+
+    @property
+    def shape(self) -> tuple[float, float]:
+        return self.num_cpus, self.num_gpus
 
 
 def fuse(stages: list[Stage]) -> list[Segment]:
@@ -83,6 +95,7 @@ class RayExecutor:
         self.cfg = cfg
         self.failures = 0
         self._started_ray = False
+        self._pools: dict[tuple[float, float], list] = {}  # by (num_cpus, num_gpus), kept across map()
 
     def start(self) -> None:
         if ray.is_initialized():
@@ -94,7 +107,17 @@ class RayExecutor:
                      dashboard_host="127.0.0.1", log_to_driver=True)
             self._started_ray = True
 
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        for pool in self._pools.values():
+            for actor in pool:
+                ray.kill(actor)
+        self._pools.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False
@@ -131,7 +154,13 @@ class RayExecutor:
             sizes[i] -= 1
 
     def _actor(self, segment: Segment):
-        return StageWorker.options(num_cpus=segment.num_cpus, num_gpus=segment.num_gpus).remote(segment.stages)
+        return StageWorker.options(num_cpus=segment.num_cpus, num_gpus=segment.num_gpus).remote()
+
+    def _pool(self, segment: Segment, size: int) -> list:
+        pool = self._pools.setdefault(segment.shape, [])
+        while len(pool) < size:
+            pool.append(self._actor(segment))
+        return pool[:size]
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -140,13 +169,13 @@ class RayExecutor:
         segments = fuse(stages)
         for segment in segments:
             self._check_gpus(segment)
-        pools = [[self._actor(s) for _ in range(n)] for s, n in zip(segments, self._pool_sizes(segments))]
-        try:
-            yield from self._stream(segments, pools, iter(records))
-        finally:
-            for pool in pools:
-                for actor in pool:
-                    ray.kill(actor)
+        for shape in set(self._pools) - {s.shape for s in segments}:  # free what this map won't use
+            for actor in self._pools.pop(shape):
+                ray.kill(actor)
+        for segment in segments:
+            segment.id, segment.ref = uuid.uuid4().hex, [ray.put(segment.stages)]
+        pools = [self._pool(s, n) for s, n in zip(segments, self._pool_sizes(segments))]
+        yield from self._stream(segments, pools, iter(records))
 
     def _stream(self, segments: list[Segment], pools: list[list], source: Iterator[Record]) -> Iterator[Record]:
         n = len(segments)
@@ -175,7 +204,8 @@ class RayExecutor:
                 while inbox[i] and min(load[i]) < IN_FLIGHT_PER_ACTOR:
                     a = min(range(len(load[i])), key=load[i].__getitem__)
                     batch, attempt = inbox[i].popleft()
-                    inflight[pools[i][a].run.remote(batch)] = (i, a, batch, attempt)
+                    seg = segments[i]
+                    inflight[pools[i][a].run.remote(seg.id, seg.ref, batch)] = (i, a, batch, attempt)
                     load[i][a] += 1
             if not inflight:
                 if exhausted and not any(inbox) and not any(buffer):
@@ -202,7 +232,10 @@ class RayExecutor:
     def _on_failure(self, exc, segment, pool, a, batch, attempt, inbox) -> list[Record]:
         """A worker died or raised past the stage's own guard: retry, then record the failure."""
         if isinstance(exc, (RayActorError, WorkerCrashedError)):
-            pool[a] = self._actor(segment)  # the dead actor's replacement
+            dead, pool[a] = pool[a], self._actor(segment)  # the dead actor's replacement
+            shared = self._pools[segment.shape]
+            if dead in shared:
+                shared[shared.index(dead)] = pool[a]
         if attempt < self.cfg.max_retries:
             log.warning("stage '%s' failed on a batch (attempt %d), retrying: %s", segment.name, attempt + 1, exc)
             inbox.appendleft((batch, attempt + 1))

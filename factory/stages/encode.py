@@ -29,6 +29,14 @@ def png_bytes(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+WORK_PATHS = ("clip_path", "alt_clip_path")
+
+
+def sample_meta(meta: dict) -> dict:
+    """What a sample's meta.json carries: everything but paths into this run's work directory."""
+    return {k: v for k, v in meta.items() if k not in WORK_PATHS}
+
+
 class EncodeStage(Stage):
     name = "encode"
 
@@ -53,7 +61,7 @@ class EncodeStage(Stage):
             "syn_landmarks.npy": npy_bytes(m["syn_landmarks"].astype(np.float32)),
             "transforms.npy": npy_bytes(m["transforms"].astype(np.float32)),
             "mask.png": png_bytes(m["mask"] * 255),
-            "meta.json": json.dumps({"key": record.key, **record.meta}, sort_keys=True).encode(),
+            "meta.json": json.dumps({"key": record.key, **sample_meta(record.meta)}, sort_keys=True).encode(),
         }
         preview = preview_jpeg(m["real_frames"], m["syn_frames"])
         record.media = {"files": files, "preview": preview}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from factory.clips import load_clip
 from factory.config import GenerateConfig
 from factory.devices import pick_device
+from factory.faults import fault_point
 from factory.faces.masks import composite, feathered_alpha, lower_face_mask
 from factory.generators import GenerationInput, build_generator
 from factory.records import Record
@@ -28,6 +29,7 @@ class GenerateStage(Stage):
         return [self.generate_one(r) for r in records]
 
     def generate_one(self, record: Record) -> Record:
+        fault_point("generate", record.key)
         real = load_clip(record.meta["clip_path"])
         alt = load_clip(record.meta["alt_clip_path"])
         size = real.frames.shape[1]

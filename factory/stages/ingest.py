@@ -21,6 +21,7 @@ import numpy as np
 
 from factory.clips import Clip, save_clip
 from factory.config import IngestConfig
+from factory.faults import fault_point
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
 from factory.media.audio import load_audio
 from factory.media.vad import SpeechDetector
@@ -86,6 +87,7 @@ class IngestStage(Stage):
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps([{"key": r.key, "kind": r.kind, "meta": r.meta} for r in records]))
         os.replace(tmp, marker)
+        fault_point("ingest_done", video.key)
         return records
 
     def _ingest(self, video: Record) -> list[Record]:
@@ -106,6 +108,7 @@ class IngestStage(Stage):
                 audio, speech, sha = side.result()  # raises silent_audio etc. at the first clip
                 video.meta["source_sha256"] = sha
                 clips.append(self._emit(video, len(clips), start, arrays, audio, speech))
+                fault_point("ingest_clip", video.key)
                 return not (cfg.max_clips_per_video and len(clips) >= cfg.max_clips_per_video)
 
             frame_issues = self._track(path, on_clip)

@@ -1,0 +1,81 @@
+"""`factory verify OUT`: check a run's output against its manifest and per-sample table.
+
+Every shard must exist with the manifest's size, md5 and sample count, read cleanly with
+webdataset, hold only safe member names; no key may appear twice; the shards' keys and the
+table's kept keys must be the same set; nothing half-written may be left behind.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import webdataset as wds
+
+from manifests.format import md5sum, read_manifest
+from manifests.table import read_table
+from manifests.writer import PARTIAL, safe_member
+
+
+def _shard_keys(path: Path) -> tuple[list[str], list[str]]:
+    """Sample keys as webdataset reads them, and any problems with the tar's member names."""
+    problems = []
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            if not safe_member(member.name) or not member.isfile():
+                problems.append(f"{path.name}: unsafe member {member.name!r}")
+    keys = [s["__key__"] for s in wds.WebDataset(str(path), shardshuffle=False, empty_check=False)]
+    return keys, problems
+
+
+def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
+    """(problems, counts); no problems means the output is whole."""
+    out = Path(out)
+    problems: list[str] = []
+    try:
+        manifest = read_manifest(out / "manifest.json")
+    except (OSError, ValueError) as exc:
+        return [f"manifest unreadable: {exc}"], {}
+    keys: Counter = Counter()
+    listed = set()
+    for entry in manifest["shardlist"]:
+        path = out / entry["url"]
+        listed.add(path.resolve())
+        if not path.is_file():
+            problems.append(f"{entry['url']}: missing")
+            continue
+        if path.stat().st_size != entry["filesize"]:
+            problems.append(f"{entry['url']}: size {path.stat().st_size} != manifest {entry['filesize']}")
+        if md5sum(path) != entry["md5sum"]:
+            problems.append(f"{entry['url']}: md5 differs from the manifest")
+        try:
+            shard_keys, member_problems = _shard_keys(path)
+        except Exception as exc:  # any read failure is the finding, not a crash of verify
+            problems.append(f"{entry['url']}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        problems += member_problems
+        if len(shard_keys) != entry["nsamples"]:
+            problems.append(f"{entry['url']}: {len(shard_keys)} samples, manifest says {entry['nsamples']}")
+        keys.update(shard_keys)
+    problems += [f"key {k!r} appears {n} times" for k, n in sorted(keys.items()) if n > 1]
+    for stray in sorted((out / "shards").glob("*")) if (out / "shards").exists() else []:
+        if stray.name.endswith(PARTIAL):
+            problems.append(f"{stray.name}: half-written shard left behind")
+        elif stray.resolve() not in listed:
+            problems.append(f"{stray.name}: shard not in the manifest")
+    try:
+        table = read_table(out / "samples.parquet")
+    except Exception as exc:
+        problems.append(f"samples.parquet unreadable: {exc}")
+        table = []
+    kept = {r["key"] for r in table if r["fate"] == "kept"}
+    if table:
+        problems += [f"key {k!r} is in a shard but not kept in samples.parquet" for k in sorted(set(keys) - kept)]
+        problems += [f"key {k!r} is kept in samples.parquet but in no shard" for k in sorted(kept - set(keys))]
+        problems += [f"key {r['key']!r} rejected without a reason" for r in table
+                     if r["fate"] == "rejected" and not r["reason"]]
+    if manifest.get("stats", {}).get("pairs_written") not in (None, sum(keys.values())):
+        problems.append(f"manifest stats say {manifest['stats']['pairs_written']} pairs, shards hold "
+                        f"{sum(keys.values())}")
+    return problems, {"shards": len(manifest["shardlist"]), "samples": sum(keys.values()), "table_rows": len(table)}
