@@ -49,3 +49,19 @@ def still_talker(tmp_path_factory, speech):
     path = tmp_path_factory.mktemp("media") / "still_talker.mp4"
     n = len(speech) * 25 // SR
     return write_video(path, face_frames(n), audio=speech)
+
+
+@pytest.fixture(scope="session")
+def talking_videos(tmp_path_factory):
+    """Two short talking-face videos whose mouths move with the speech, plus a non-video and a
+    broken file, as a user's folder might hold."""
+    from factory.demo import make_talking_video
+
+    folder = tmp_path_factory.mktemp("videos")
+    make_talking_video(folder / "one.mp4", "Peter piper picked a peck of pickled peppers, a peck indeed.",
+                       seconds=5.0, size=256, seed=1)
+    make_talking_video(folder / "two.mp4", "How much wood would a woodchuck chuck if it could chuck wood?",
+                       seconds=5.0, size=256, seed=2)
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "broken.mp4").write_bytes(b"\x00" * 100)
+    return folder

@@ -7,23 +7,10 @@ import pytest
 import webdataset as wds
 
 from factory.cli import main
-from factory.demo import make_talking_video
 from manifests.reader import iter_pairs
 from manifests.table import read_table
 
 SMALL = ["ingest.clip_frames=25", "ingest.clip_stride=25", "executor.progress=false", "write.shard_maxcount=3"]
-
-
-@pytest.fixture(scope="module")
-def talking_videos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("videos")
-    make_talking_video(folder / "one.mp4", "Peter piper picked a peck of pickled peppers, a peck indeed.",
-                       seconds=5.0, size=256, seed=1)
-    make_talking_video(folder / "two.mp4", "How much wood would a woodchuck chuck if it could chuck wood?",
-                       seconds=5.0, size=256, seed=2)
-    (folder / "notes.txt").write_text("not a video")
-    (folder / "broken.mp4").write_bytes(b"\x00" * 100)
-    return folder
 
 
 def run(tmp_path, videos, *extra):
