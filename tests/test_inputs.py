@@ -32,3 +32,16 @@ def test_speaker_map_and_missing_paths(tmp_path):
 def test_bad_speaker_map_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="speaker_map"):
         discover_videos(InputConfig(paths=[], speaker_map=str(tmp_path / "none.json")))
+
+
+def test_keys_from_hostile_names_are_safe(tmp_path):
+    import re
+
+    names = ["..mp4", "a b\nc.mp4", "-rf .mp4", "x" * 300 + ".mp4", "日本.mp4"]
+    for name in names:
+        try:
+            (tmp_path / name).write_bytes(b"x")
+        except OSError:  # a name this filesystem refuses
+            continue
+        key = video_key(tmp_path / name)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,51}", key), key

@@ -48,3 +48,26 @@ def test_rejected_records_pass_through_untouched():
     r = Record("k", "pair", meta={"x": 1}).reject("earlier", "x")
     out = Doubler()([r])
     assert out == [r] and r.meta["x"] == 1
+
+
+class Flaky(Stage):
+    """Fails the first time it sees each record: a transient error."""
+
+    name = "flaky"
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def process(self, records):
+        for r in records:
+            if r.key not in self.seen:
+                self.seen.add(r.key)
+                raise RuntimeError("busy")
+            r.meta["done"] = True
+        return records
+
+
+def test_a_transient_error_is_retried():
+    out = Flaky()(recs(1, 2))
+    assert [r.rejected for r in out] == [None, None] and all(r.meta["done"] for r in out)
