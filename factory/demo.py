@@ -1,14 +1,17 @@
 """The embedded demo input, made offline: a real face photo that speaks real synthetic speech.
 
-The face is scikit-image's `astronaut` (a public-domain photograph); the speech is espeak-ng's.
-The jaw and lower lip are warped down by the loudness of the speech, frame by frame, and a dark
-mouth opening is painted between the lips, so MediaPipe sees a mouth that moves with the words
-(the pairs the factory makes must differ in the lips). A gentle head sway gives the tracker and
-the aligner real work. Not a substitute for real footage, but real faces, real audio, real codecs.
+Why: the factory must run end to end on a fresh machine with no downloads, yet its stages
+(face tracking, alignment, mouth-distance filters, audio sync) only do real work on a real face
+whose mouth moves with real speech. So the face is scikit-image's `astronaut` (a public-domain
+photograph), the speech is espeak-ng's, and the jaw is warped open by the loudness of the speech
+frame by frame, with a dark mouth interior painted where the lips part. MediaPipe sees the inner
+lips move with the words. A gentle head sway and sensor noise give the tracker and the aligner
+real work. Not a substitute for real footage, but real faces, real audio, real codecs.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -19,139 +22,120 @@ import av
 import cv2
 import numpy as np
 import soundfile as sf
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import gaussian_filter1d
 from scipy.signal import resample_poly
 
-from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
+from factory.faces.landmarks import LIPS_INNER, LOWER_FACE, FaceLandmarker
 from factory.media.encode import add_aac_stream, mux_audio
 
 SAMPLE_RATE = 16000
-SENTENCES = [
-    "Every morning the baker opens the shop and the smell of fresh bread fills the quiet street. "
-    "People stop, smile, and buy a warm loaf on the way to work.",
-    "The river was wide and slow, and the old boat carried us past fields of yellow flowers. "
-    "Nobody spoke until the bridge appeared in the evening light.",
-    "Please remember to water the plants, feed the cat, and lock the back door before you leave. "
-    "I will be home late on Thursday night.",
-    "Mountains look close in clear weather, but the walk takes much longer than you think. "
-    "Bring water, a map, and a good pair of boots.",
+SPEED = 150  # espeak-ng words per minute
+MAX_OPEN = 0.09  # widest jaw drop, as a fraction of the face height (forehead to chin)
+CROP = 2.6  # side of the square frame, in face heights
+SENTENCES = [  # two sentences each: 12-14 s of speech at SPEED
+    "Every morning the baker opens the shop, and the smell of fresh bread fills the quiet street. "
+    "People stop, smile, and buy a warm loaf on their way to work, while the radio plays old songs.",
+    "The river was wide and slow, and the old wooden boat carried us past fields of yellow flowers. "
+    "Nobody said a single word until the stone bridge appeared in the soft golden light of the evening.",
+    "Please remember to water the plants, feed the cat, and lock the back door before you leave the house. "
+    "I will be home very late on Thursday night, so please do not wait for me for dinner, and go to bed.",
+    "Mountains look close in clear weather, but the walk always takes much longer than you think it will. "
+    "Bring plenty of water, a paper map, a warm jacket, and a good pair of boots that you trust.",
+    "Our team finally fixed the bug that had been crashing the server every Monday at noon. "
+    "It turned out to be a tiny typo in a configuration file that nobody had opened for more than five years.",
+    "When the storm passed, the children ran outside to jump in the puddles and chase the noisy gulls. "
+    "Their grandmother watched from the porch, laughing and holding a cup of hot tea in both hands.",
 ]
 
 
-def speak(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
-    """espeak-ng speech as int16 mono at 16 kHz."""
+def speak(text: str, voice: str = "en-us") -> np.ndarray:
+    """espeak-ng speech as float32 mono at SAMPLE_RATE."""
     if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is needed for the demo input: apt-get install espeak-ng "
-                           "(scripts/setup.sh does it)")
+        raise RuntimeError("espeak-ng is needed for the demo input: apt-get install espeak-ng")
     with tempfile.TemporaryDirectory() as tmp:
         wav_path = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav_path), text],
-                       check=True, capture_output=True)
-        wav, rate = sf.read(str(wav_path), dtype="float32")
-    wav = resample_poly(wav, SAMPLE_RATE, rate)
-    return (np.clip(wav, -1, 1) * 32767).astype(np.int16)
+        done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(SPEED), "-w", str(wav_path), text],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"espeak-ng failed (voice {voice!r}): {done.stderr.strip()[:200]}")
+        wav, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
+    return resample_poly(wav.mean(axis=1), SAMPLE_RATE, rate).astype(np.float32)
 
 
-def default_face(size: int) -> np.ndarray:
-    from skimage import data
-
-    return cv2.resize(data.astronaut()[0:300, 100:400], (size, size), interpolation=cv2.INTER_AREA)
-
-
-def mouth_openings(audio: np.ndarray, frames: int, fps: int, max_open: float) -> np.ndarray:
-    """Jaw drop per frame (pixels) from the speech loudness in that frame's window."""
-    hop = SAMPLE_RATE // fps
-    padded = np.pad(audio.astype(np.float32) / 32768.0, (0, frames * hop))
-    rms = np.sqrt(np.mean(padded[: frames * hop].reshape(frames, hop) ** 2, axis=1))
-    loud = rms / (np.percentile(rms, 95) + 1e-6)
-    loud = uniform_filter1d(np.clip(loud, 0, 1), size=2)
-    return max_open * loud
+def fit_length(audio: np.ndarray, seconds: float) -> np.ndarray:
+    """Pad with silence or trim to exactly `seconds`."""
+    n = int(round(seconds * SAMPLE_RATE))
+    return np.pad(audio, (0, max(0, n - len(audio))))[:n]
 
 
-class MouthAnimator:
-    """Warps a face photo's jaw and lower lip down by a given number of pixels."""
+def loudness(audio: np.ndarray, frames: int, fps: int) -> np.ndarray:
+    """Per video frame, the smoothed RMS of the audio in that frame's window, scaled to 0..1."""
+    hop = SAMPLE_RATE // fps  # 640 samples = 40 ms at 25 fps
+    windows = np.pad(audio, (0, max(0, frames * hop - len(audio))))[: frames * hop].reshape(frames, hop)
+    rms = gaussian_filter1d(np.sqrt(np.mean(windows.astype(np.float32) ** 2, axis=1)), sigma=0.8)
+    return np.clip(rms / (np.percentile(rms, 95) + 1e-9), 0, 1)
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+class MouthRig:
+    """Opens a face photo's mouth: the jaw and lower lip move down, the upper lip stays.
+
+    Below the line where the lips meet, pixels move down by `opening * weight`. Between the mouth
+    corners the weight steps up sharply at that line, with a lens-shaped profile (full at the
+    centre, none at the corners), so the lips part; everywhere else it rises smoothly towards the
+    chin, so the cheeks stretch instead of tearing. It fades out beyond the jaw and below the chin.
+    The pixels the lips uncover are painted as a dark mouth interior.
+    """
 
     def __init__(self, face: np.ndarray):
         with FaceLandmarker(static=True) as lm:
             faces = lm.detect(face)
         if not faces:
             raise ValueError("no face found in the demo face image")
-        pts = faces[0][:, :2]
-        self.face = face
-        self.mouth_y = float(pts[list(INNER_LIP_GAP), 1].mean())
-        self.centre_x = float(pts[[61, 291], 0].mean())
-        self.mouth_half_width = float(abs(pts[291, 0] - pts[61, 0]) / 2)
-        self.chin_y = float(pts[152, 1])
-        self.jaw_half_width = float(abs(pts[361, 0] - pts[132, 0]) / 2)
-        self.face_height = float(pts[152, 1] - pts[10, 1])
+        self.face, self.pts = face, faces[0][:, :2]
+        self.face_height = float(np.linalg.norm(self.pts[152] - self.pts[10]))
         h, w = face.shape[:2]
-        self.grid_x, self.grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        below = np.clip((self.grid_y - self.mouth_y + 2) / 5, 0, 1)
-        fade = np.clip(1 - (self.grid_y - self.chin_y) / (0.35 * self.face_height), 0, 1)
-        across = np.exp(-(((self.grid_x - self.centre_x) / (1.1 * self.jaw_half_width)) ** 4))
-        self.weight = (below * fade * across).astype(np.float32)
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        below = gy - self._lip_line(gx[0])[None, :]  # signed distance below the lip line
+        weight = self._weight(gx, gy, below)
+        ys, xs = np.nonzero(weight > 1e-3)
+        self.roi = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        self.gx, self.gy, self.below, self.weight = (a[self.roi] for a in (gx, gy, below, weight))
+
+    def _lip_line(self, xs: np.ndarray) -> np.ndarray:
+        """y of the line between the inner lips, per column; level beyond the mouth corners."""
+        lower = self.pts[LIPS_INNER[:11]]  # corner 78 along the lower inner lip to corner 308
+        upper = self.pts[LIPS_INNER[10:] + LIPS_INNER[:1]][::-1]  # 78 along the upper inner lip to 308
+        return (np.interp(xs, *lower.T) + np.interp(xs, *upper.T)) / 2
+
+    def _weight(self, gx: np.ndarray, gy: np.ndarray, below: np.ndarray) -> np.ndarray:
+        left, right = self.pts[LIPS_INNER[0]], self.pts[LIPS_INNER[10]]
+        centre_x, half_mouth = (left[0] + right[0]) / 2, abs(right[0] - left[0]) / 2
+        lens = np.sqrt(np.clip(1 - ((gx - centre_x) / half_mouth) ** 2, 0, 1))
+        parted = np.clip(below / 1.5 + 0.5, 0, 1)  # sharp step at the lip line
+        chin_y = self.pts[152, 1]
+        # Rise slower than the widest opening (slope < 1), so outside the lips nothing folds over.
+        stretch = _smoothstep(below / max(0.6 * (chin_y - self.pts[14, 1]), 2 * MAX_OPEN * self.face_height))
+        jaw = self.pts[LOWER_FACE]
+        jaw_x, jaw_half = (jaw[:, 0].max() + jaw[:, 0].min()) / 2, np.ptp(jaw[:, 0]) / 2
+        across = np.exp(-(((gx - jaw_x) / (1.05 * jaw_half)) ** 4))
+        under_chin = 1 - _smoothstep((gy - chin_y) / (0.3 * self.face_height))
+        return (across * under_chin * (lens * parted + (1 - lens) * stretch)).astype(np.float32)
 
     def render(self, opening: float) -> np.ndarray:
-        map_y = self.grid_y - opening * self.weight
-        frame = cv2.remap(self.face, self.grid_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        if opening > 0.5:  # the dark gap between the parted lips
-            mask = np.zeros(frame.shape[:2], np.float32)
-            centre = (int(round(self.centre_x)), int(round(self.mouth_y + opening / 2)))
-            axes = (int(self.mouth_half_width * 0.75), max(1, int(opening / 2)))
-            cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1)
-            mask = cv2.GaussianBlur(mask, (0, 0), 1.5)[..., None]
-            frame = (frame * (1 - mask) + np.array([70, 25, 30], np.float32) * mask).astype(np.uint8)
+        shift = opening * self.weight
+        roi = cv2.remap(self.face, self.gx, self.gy - shift, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        # Uncovered pixels: below the lip line by less than they moved. Soft 1-px edges.
+        gap = np.clip(shift - self.below, 0, 1) * np.clip(self.below + 0.5, 0, 1)
+        if gap.any():
+            depth = np.clip(self.below / np.maximum(shift, 1e-3), 0, 1)[..., None] ** 2
+            interior = (1 - depth) * np.float32([28, 8, 10]) + depth * np.float32([110, 42, 44])  # shadow to tongue
+            gap = cv2.GaussianBlur(gap, (0, 0), 0.6)[..., None]
+            roi = (roi * (1 - gap) + interior * gap).astype(np.uint8)
+        frame = self.face.copy()
+        frame[self.roi] = roi
         return frame
-
-
-def sway(frame: np.ndarray, t: float, phases: np.ndarray) -> np.ndarray:
-    h, w = frame.shape[:2]
-    angle = 3.0 * np.sin(0.9 * t + phases[0])
-    scale = 1.0 + 0.02 * np.sin(0.6 * t + phases[1])
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-    m[:, 2] += [6.0 * np.sin(0.7 * t + phases[2]), 4.0 * np.sin(0.5 * t + phases[3])]
-    return cv2.warpAffine(frame, m, (w, h), borderMode=cv2.BORDER_REFLECT)
-
-
-def make_talking_video(path: Path, text: str, *, seconds: float | None = None, size: int = 384, fps: int = 25,
-                       seed: int = 0, voice: str = "en-us", face: np.ndarray | None = None) -> Path:
-    """An H.264 + AAC MP4 of `face` saying `text` (espeak-ng), written atomically."""
-    path = Path(path)
-    audio = speak(text, voice)
-    if seconds is not None:
-        n = int(seconds * SAMPLE_RATE)
-        audio = np.pad(audio, (0, max(0, n - len(audio))))[:n]
-    frames = int(len(audio) * fps / SAMPLE_RATE)
-    animator = MouthAnimator(face if face is not None else default_face(size))
-    openings = mouth_openings(audio, frames, fps, max_open=0.09 * animator.face_height)
-    rng = np.random.default_rng(seed)
-    phases = rng.uniform(0, 2 * np.pi, 4)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    with av.open(str(tmp), "w") as out:
-        video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = size, size, "yuv420p"
-        video.options = {"crf": "20", "preset": "veryfast"}
-        sound = add_aac_stream(out, SAMPLE_RATE)
-        for i, opening in enumerate(openings):
-            frame = sway(animator.render(float(opening)), i / fps, phases)
-            noisy = np.clip(frame + rng.normal(0, 1.5, frame.shape), 0, 255).astype(np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(noisy, format="rgb24")):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        mux_audio(out, sound, audio, SAMPLE_RATE)
-    os.replace(tmp, path)
-    return path
-
-
-def make_demo_videos(out_dir: Path, count: int = 2, seed: int = 0) -> list[Path]:
-    """The demo input: `count` videos of different sentences. Reuses files already made."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = out_dir / f"demo_speaker_{i:02d}.mp4"
-        if not path.exists():
-            make_talking_video(path, SENTENCES[i % len(SENTENCES)], seed=seed + i)
-        paths.append(path)
-    return paths
