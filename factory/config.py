@@ -84,6 +84,13 @@ class FiltersConfig:
 
 
 @dataclass
+class AugmentConfig:
+    share: float = 0.05  # fraction of kept pairs augmented (the same transform on both sides)
+    occlusion: bool = True  # moving synthetic occluders: textured shapes, hand-like blobs
+    relight: bool = True  # static colour/intensity, or a moving coloured light
+
+
+@dataclass
 class WriteConfig:
     shard_maxcount: int = 64
     shard_maxsize: int = 1_000_000_000
@@ -101,6 +108,7 @@ class FactoryConfig:
     pair: PairConfig = field(default_factory=PairConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import soundfile as sf
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import resample_poly
 
-from factory.faces.landmarks import LIPS_INNER, LOWER_FACE, FaceLandmarker
+from factory.faces.landmarks import INNER_LIP_GAP, LIPS_INNER, LOWER_FACE, FaceLandmarker
 from factory.media.encode import add_aac_stream, mux_audio
 
 SAMPLE_RATE = 16000
@@ -88,7 +88,7 @@ class MouthRig:
     corners the weight steps up sharply at that line, with a lens-shaped profile (full at the
     centre, none at the corners), so the lips part; everywhere else it rises smoothly towards the
     chin, so the cheeks stretch instead of tearing. It fades out beyond the jaw and below the chin.
-    The pixels the lips uncover are painted as a dark mouth interior.
+    The pixels the lips uncover are painted as a dark mouth interior. Assumes an upright face.
     """
 
     def __init__(self, face: np.ndarray):
@@ -96,7 +96,7 @@ class MouthRig:
             faces = lm.detect(face)
         if not faces:
             raise ValueError("no face found in the demo face image")
-        self.face, self.pts = face, faces[0][:, :2]
+        self.face, self.pts = np.ascontiguousarray(face), faces[0][:, :2]
         self.face_height = float(np.linalg.norm(self.pts[152] - self.pts[10]))
         h, w = face.shape[:2]
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -109,8 +109,8 @@ class MouthRig:
     def _lip_line(self, xs: np.ndarray) -> np.ndarray:
         """y of the line between the inner lips, per column; level beyond the mouth corners."""
         lower = self.pts[LIPS_INNER[:11]]  # corner 78 along the lower inner lip to corner 308
-        upper = self.pts[LIPS_INNER[10:] + LIPS_INNER[:1]][::-1]  # 78 along the upper inner lip to 308
-        return (np.interp(xs, *lower.T) + np.interp(xs, *upper.T)) / 2
+        upper = self.pts[LIPS_INNER[10:] + LIPS_INNER[:1]]  # 308 along the upper inner lip to 78
+        return sum(np.interp(xs, *lip[np.argsort(lip[:, 0])].T) for lip in (lower, upper)) / 2
 
     def _weight(self, gx: np.ndarray, gy: np.ndarray, below: np.ndarray) -> np.ndarray:
         left, right = self.pts[LIPS_INNER[0]], self.pts[LIPS_INNER[10]]
@@ -118,8 +118,10 @@ class MouthRig:
         lens = np.sqrt(np.clip(1 - ((gx - centre_x) / half_mouth) ** 2, 0, 1))
         parted = np.clip(below / 1.5 + 0.5, 0, 1)  # sharp step at the lip line
         chin_y = self.pts[152, 1]
-        # Rise slower than the widest opening (slope < 1), so outside the lips nothing folds over.
-        stretch = _smoothstep(below / max(0.6 * (chin_y - self.pts[14, 1]), 2 * MAX_OPEN * self.face_height))
+        # Rise over at least twice the widest opening: the shift grows slower than the distance
+        # below the line (slope < 1), so outside the lips nothing folds over.
+        rise = max(0.6 * (chin_y - self.pts[INNER_LIP_GAP[1], 1]), 2 * MAX_OPEN * self.face_height)
+        stretch = _smoothstep(below / rise)
         jaw = self.pts[LOWER_FACE]
         jaw_x, jaw_half = (jaw[:, 0].max() + jaw[:, 0].min()) / 2, np.ptp(jaw[:, 0]) / 2
         across = np.exp(-(((gx - jaw_x) / (1.05 * jaw_half)) ** 4))
@@ -132,10 +134,117 @@ class MouthRig:
         # Uncovered pixels: below the lip line by less than they moved. Soft 1-px edges.
         gap = np.clip(shift - self.below, 0, 1) * np.clip(self.below + 0.5, 0, 1)
         if gap.any():
-            depth = np.clip(self.below / np.maximum(shift, 1e-3), 0, 1)[..., None] ** 2
-            interior = (1 - depth) * np.float32([28, 8, 10]) + depth * np.float32([110, 42, 44])  # shadow to tongue
+            depth = np.clip(self.below / np.maximum(shift, 1e-3), 0, 1)[..., None] ** 1.5
+            interior = (1 - depth) * np.float32([28, 8, 10]) + depth * np.float32([140, 58, 58])  # shadow to tongue
             gap = cv2.GaussianBlur(gap, (0, 0), 0.6)[..., None]
             roi = (roi * (1 - gap) + interior * gap).astype(np.uint8)
         frame = self.face.copy()
         frame[self.roi] = roi
         return frame
+
+
+@functools.lru_cache(maxsize=1)
+def astronaut_rig() -> MouthRig:
+    from skimage import data
+
+    return MouthRig(data.astronaut())
+
+
+def framing(rig: MouthRig) -> tuple[float, float, float]:
+    """Square crop (x0, y0, side) of the photo: head and shoulders, face a little above centre."""
+    h, w = rig.face.shape[:2]
+    side = min(CROP * rig.face_height, w, h)
+    cx, cy = rig.pts[:, 0].mean(), rig.pts[:, 1].mean() + 0.2 * rig.face_height
+    return float(np.clip(cx - side / 2, 0, w - side)), float(np.clip(cy - side / 2, 0, h - side)), side
+
+
+def camera(crop: tuple[float, float, float], size: int, t: float, motion: np.ndarray | None) -> np.ndarray:
+    """2x3 map from the photo to the frame at time `t`: the crop, then a slow sway of the head
+    (rotation ±3°, scale ±2%, shift ±6 px; `motion` holds each one's frequency and phase)."""
+    x0, y0, side = crop
+    k = size / side
+    base = np.float64([[k, 0, -k * x0], [0, k, -k * y0], [0, 0, 1]])
+    if motion is None:
+        return base[:2]
+    wave = np.sin(motion[0] * t + motion[1])
+    sway = cv2.getRotationMatrix2D((size / 2, size / 2), 3.0 * wave[0], 1 + 0.02 * wave[1])
+    sway[:, 2] += 6.0 * wave[2:]
+    return sway @ base
+
+
+def write_mp4(path: Path, frames, audio: np.ndarray, size: int, fps: int) -> None:
+    """H.264 yuv420p video of the RGB `frames` plus AAC mono audio at SAMPLE_RATE."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = size, size, "yuv420p"
+        video.options = {"crf": "20", "preset": "veryfast"}
+        sound = add_aac_stream(out, SAMPLE_RATE)
+        for rgb in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        mux_audio(out, sound, (np.clip(audio, -1, 1) * 32767).astype(np.int16), SAMPLE_RATE)
+
+
+def check_mp4(path: Path, frames: int) -> None:
+    """Decode the whole file back: every frame and some sound must be there."""
+    with av.open(str(path)) as c:
+        if not (c.streams.video and c.streams.audio):
+            raise RuntimeError(f"{path}: missing a video or audio stream")
+        decoded = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        sound = sum(f.samples for f in c.decode(audio=0))
+    if decoded != frames or sound == 0:
+        raise RuntimeError(f"{path}: decoded {decoded}/{frames} frames and {sound} audio samples")
+
+
+def make_talking_video(path: Path, text: str, *, seconds: float | None = None, size: int = 384, fps: int = 25,
+                       seed: int = 0, voice: str = "en-us", face: np.ndarray | None = None,
+                       sway: bool = True) -> Path:
+    """An MP4 of `face` (RGB; default the astronaut photo) saying `text`, written atomically.
+    Lasts as long as the speech, or `seconds` (silence-padded or trimmed)."""
+    path = Path(path)
+    audio = speak(text, voice)
+    if seconds is not None:
+        audio = fit_length(audio, seconds)
+    count = len(audio) * fps // SAMPLE_RATE
+    if count < 1:
+        raise ValueError("the video would have no frames")
+    rig = astronaut_rig() if face is None else MouthRig(face)
+    openings = MAX_OPEN * rig.face_height * loudness(audio, count, fps)
+    rng = np.random.default_rng(seed)
+    motion = np.stack([rng.uniform(0.4, 1.0, 4), rng.uniform(0, 2 * np.pi, 4)]) if sway else None
+    crop = framing(rig)
+
+    def frames():
+        for i, opening in enumerate(openings):
+            m = camera(crop, size, i / fps, motion)
+            rgb = cv2.warpAffine(rig.render(float(opening)), m, (size, size), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT)
+            noise = rng.standard_normal(rgb.shape, dtype=np.float32) * 1.5  # sensor noise
+            yield np.clip(rgb + noise, 0, 255).astype(np.uint8)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    try:
+        write_mp4(tmp, frames(), audio, size, fps)
+        check_mp4(tmp, count)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def make_demo_videos(out_dir: Path, count: int = 2, seed: int = 0) -> list[Path]:
+    """The demo input: `count` videos, each of different sentences (they repeat past
+    len(SENTENCES)) and its own head sway. Files already there are kept, not remade."""
+    out_dir = Path(out_dir)
+    paths = []
+    for i in range(count):
+        path = out_dir / f"demo_speaker_{i:02d}.mp4"
+        if not path.exists():
+            make_talking_video(path, SENTENCES[i % len(SENTENCES)], seed=seed + i)
+        paths.append(path)
+    return paths

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from augment.stage import AugmentStage
 from factory.config import FactoryConfig, save_config
 from factory.faults import fault_point
 from factory.inputs import discover_videos
@@ -44,6 +45,8 @@ def pair_stages(cfg: FactoryConfig) -> list:
     if cfg.filters.mouth_distance.enabled:
         stages.append(MouthDistanceFilter(cfg.filters.mouth_distance))
         stages[-1].resources = cpu
+    if cfg.augment.share > 0:
+        stages.append(AugmentStage(cfg.augment, cfg.seed, cpu))
     stages.append(EncodeStage(cfg.hash(), cfg.ingest.fps, cfg.ingest.sample_rate, cfg.write.video_crf, cpu))
     return stages
 
