@@ -79,8 +79,51 @@ class MouthDistanceConfig:
 
 
 @dataclass
+class IdentityConfig:
+    enabled: bool = True
+    backend: str = "dlib"  # "dlib": ResNet weights shipped in face-recognition-models; "arcface": insightface ONNX
+    arcface_path: str | None = None  # local ArcFace ONNX (e.g. w600k_r50.onnx), needed by backend=arcface
+    min_csim: float | None = None  # keep when CSIM >= this; None: the backend's calibrated default
+    frames: int = 8  # frames sampled evenly from each clip
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    pool_size: int = 2
+
+
+@dataclass
+class VLMQualityConfig:
+    enabled: bool = False
+    model_path: str | None = None  # local Qwen2.5-VL folder (config, weights, tokenizer, processor)
+    min_mean: float = 4.0  # keep when the mean of the six 1-5 aspect scores is above this
+    frames: int = 8  # frames of the synthetic clip shown to the model
+    max_pixels: int = 224 * 224  # per frame, after the processor's resize
+    max_new_tokens: int = 160
+    batch_size: int = 4
+    num_gpus: float = 1.0
+    num_cpus: float = 1.0
+    pool_size: int = 1
+
+
+@dataclass
 class FiltersConfig:
     mouth_distance: MouthDistanceConfig = field(default_factory=MouthDistanceConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    vlm_quality: VLMQualityConfig = field(default_factory=VLMQualityConfig)
+
+
+@dataclass
+class OcclusionConfig:
+    """Occlusion masks before generation: the VLM boxes occluders, SAM 2 propagates their masks, and
+    the generator keeps those pixels (M_inp = not M_face or M_occ)."""
+
+    enabled: bool = False
+    vlm_path: str | None = None  # local Qwen2.5-VL folder; None: filters.vlm_quality.model_path
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"  # a config inside the sam2 package
+    sam2_checkpoint: str | None = None  # local SAM 2 checkpoint (.pt), e.g. sam2.1_hiera_tiny.pt
+    image_size: int = 512  # SAM 2 input resolution (1024 in the released models)
+    num_gpus: float = 1.0
+    num_cpus: float = 1.0
+    pool_size: int = 1
 
 
 @dataclass
@@ -96,6 +139,7 @@ class WriteConfig:
     shard_maxsize: int = 1_000_000_000
     video_crf: int = 18
     previews: int = 16  # side-by-side previews to write (0 = none)
+    keep_rejected: bool = True  # pairs failing a threshold go to rejected-*.tar, so refilter can loosen
 
 
 @dataclass
@@ -107,6 +151,7 @@ class FactoryConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     pair: PairConfig = field(default_factory=PairConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     write: WriteConfig = field(default_factory=WriteConfig)

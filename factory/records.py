@@ -24,6 +24,11 @@ class Record:
     def rejected(self) -> str | None:
         return self.meta.get("rejected")
 
+    @property
+    def filtered(self) -> str | None:
+        """A threshold failure kept for re-filtering: written to rejected shards, not trained on."""
+        return None if self.rejected else self.meta.get("filtered")
+
     def reject(self, reason: str, stage: str | None = None) -> "Record":
         self.meta["rejected"] = reason
         if stage:

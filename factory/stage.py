@@ -59,7 +59,8 @@ class Stage:
                 record.media, record.meta = media, meta
                 out.extend(self._process_one_safely(record))
         for r in out:
-            self.stats[f"dropped_{r.rejected}" if r.rejected else "passed"] += 1
+            reason = r.rejected or (r.filtered if r.meta.get("filtered_by") == self.name else None)
+            self.stats[f"dropped_{reason}" if reason else "passed"] += 1
         return passthrough + out
 
     def _process_one_safely(self, record: Record) -> list[Record]:
@@ -79,10 +80,15 @@ class Filter(Stage):
     """A filter only scores. The base class records the scores, applies the thresholds and
     counts kept/dropped by reason (datatrove's base filter, with scores kept for re-thresholding).
 
+    With `soft`, a failing pair is only marked and still written (to rejected shards) with all its
+    scores, so `factory refilter` can loosen a threshold later without regenerating anything.
+
     Subclasses implement `score(record) -> dict[str, float]` and set `thresholds`, a mapping
     score name -> (op, value) where op is ">=" / ">" / "<=" / "<"; failing one rejects with
     reason `<score>_<below|above>`.
     """
+
+    soft = False  # set by the pipeline when `write.keep_rejected`: failing pairs are kept aside
 
     def __init__(self, thresholds: dict[str, tuple[str, float]], resources: Resources | None = None):
         super().__init__(resources)
@@ -92,13 +98,18 @@ class Filter(Stage):
         raise NotImplementedError
 
     def process(self, records: list[Record]) -> list[Record]:
-        out = []
-        for record in records:
-            scores = self.score(record)
-            record.meta.setdefault("scores", {}).update(scores)
-            reason = self.verdict(scores)
-            out.append(record.reject(reason, self.name) if reason else record)
-        return out
+        return [self.judge(record, self.score(record)) for record in records]
+
+    def judge(self, record: Record, scores: dict[str, float]) -> Record:
+        """Record the scores and apply the thresholds: a hard rejection, or with `soft` a mark
+        (`meta["filtered"]`) that keeps the pair flowing to the rejected shards."""
+        record.meta.setdefault("scores", {}).update(scores)
+        reason = self.verdict(scores)
+        if not reason:
+            return record
+        record.meta.setdefault("filtered", reason)  # a threshold failure: refilter may revisit it
+        record.meta.setdefault("filtered_by", self.name)  # the first failing filter names it
+        return record if self.soft else record.reject(reason, self.name)
 
     def verdict(self, scores: dict[str, float]) -> str | None:
         return threshold_verdict(scores, self.thresholds)

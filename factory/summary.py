@@ -18,6 +18,7 @@ def summarise(entries: list[dict[str, Any]], videos_in: int, wall_s: float, writ
         "clips": clips,
         "pairs_written": len(kept),
         "pairs_written_this_run": written_now,
+        "pairs_set_aside": sum(1 for e in entries if e["fate"] == "rejected" and e.get("shard")),
         "rejections": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "files_skipped_by_extension": skipped_files,
         "worker_failures": worker_failures,
@@ -32,7 +33,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"videos in        {s['videos_in']}  (rejected whole: {s['videos_rejected']})",
         f"clips            {s['clips']}",
-        f"pairs written    {s['pairs_written']}  ({s['pairs_written_this_run']} this run)",
+        f"pairs written    {s['pairs_written']}  ({s['pairs_written_this_run']} this run; "
+        f"{s.get('pairs_set_aside', 0)} below a threshold kept in rejected shards)",
         f"wall time        {s['wall_s']:.1f} s",
         f"throughput       {s['pairs_per_s']:.2f} pairs/s, {s['frames_per_s']:.0f} pair-frames/s",
     ]

@@ -43,11 +43,15 @@ def mouth_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(dists)) if dists else float("nan")
 
 
+def mouth_distance_thresholds(cfg: MouthDistanceConfig) -> dict[str, tuple[str, float]]:
+    return {"syn_face_ratio": (">=", 0.8), "lmd": (">=", cfg.min_lmd)}
+
+
 class MouthDistanceFilter(Filter):
     name = "mouth_distance"
 
     def __init__(self, cfg: MouthDistanceConfig):
-        super().__init__({"syn_face_ratio": (">=", 0.8), "lmd": (">=", cfg.min_lmd)})
+        super().__init__(mouth_distance_thresholds(cfg))
 
     def score(self, record: Record) -> dict[str, float]:
         fault_point("filter", record.key)

@@ -25,9 +25,16 @@ def shard_entry(path: Path, nsamples: int, root: Path) -> dict[str, Any]:
             "filesize": path.stat().st_size, "md5sum": md5sum(path)}
 
 
-def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict) -> None:
+def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict,
+                   rejected: list[dict[str, Any]] = (), sources: list[dict[str, Any]] = ()) -> None:
+    """`shardlist` is what training reads (wids reads only that); `rejected_shardlist` holds pairs
+    that failed a threshold, `source_shardlist` (after a refilter) the run's original kept shards."""
+    by_url = lambda s: s["url"]  # noqa: E731
     manifest = {"__kind__": KIND, "wids_version": 1, "name": path.parent.name,
-                "shardlist": sorted(shards, key=lambda s: s["url"]), "config": config, "stats": stats}
+                "shardlist": sorted(shards, key=by_url), "rejected_shardlist": sorted(rejected, key=by_url),
+                "config": config, "stats": stats}
+    if sources:
+        manifest["source_shardlist"] = sorted(sources, key=by_url)
     write_json_atomic(path, manifest)
 
 

@@ -49,6 +49,9 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
 
 def iter_pairs(manifest_path: str | Path, decode: bool = True) -> Iterator[dict[str, Any]]:
     """Samples of every shard in the manifest: `syn`/`real` (T,H,W,3) uint8, audio, landmarks, meta."""
-    dataset = wds.WebDataset(shard_urls(manifest_path), shardshuffle=False, empty_check=False)
+    urls = shard_urls(manifest_path)
+    if not urls:  # every pair was filtered out: an empty training set, not an error
+        return
+    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     for sample in dataset:
         yield decode_sample(sample) if decode else sample

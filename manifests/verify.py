@@ -1,8 +1,9 @@
 """`factory verify OUT`: check a run's output against its manifest and per-sample table.
 
-Every shard must exist with the manifest's size, md5 and sample count, read cleanly with
-webdataset, hold only safe member names; no key may appear twice; the shards' keys and the
-table's kept keys must be the same set; nothing half-written may be left behind.
+Every listed shard (training, rejected and, after a refilter, source shards) must exist with the
+manifest's size, md5 and sample count, read cleanly with webdataset and hold only safe member
+names; no key may appear twice in the training shards; their keys and the table's kept keys must
+be the same set; nothing half-written or unlisted may be left behind.
 """
 
 from __future__ import annotations
@@ -29,6 +30,39 @@ def _shard_keys(path: Path) -> tuple[list[str], list[str]]:
     return keys, problems
 
 
+def _check_shard(out: Path, entry: dict) -> tuple[list[str], list[str]]:
+    """(keys, problems) of one listed shard."""
+    path = out / entry["url"]
+    if not path.is_file():
+        return [], [f"{entry['url']}: missing"]
+    problems = []
+    if path.stat().st_size != entry["filesize"]:
+        problems.append(f"{entry['url']}: size {path.stat().st_size} != manifest {entry['filesize']}")
+    if md5sum(path) != entry["md5sum"]:
+        problems.append(f"{entry['url']}: md5 differs from the manifest")
+    try:
+        keys, member_problems = _shard_keys(path)
+    except Exception as exc:  # any read failure is the finding, not a crash of verify
+        return [], problems + [f"{entry['url']}: unreadable ({type(exc).__name__}: {exc})"]
+    problems += member_problems
+    if len(keys) != entry["nsamples"]:
+        problems.append(f"{entry['url']}: {len(keys)} samples, manifest says {entry['nsamples']}")
+    return keys, problems
+
+
+def _strays(out: Path, manifest: dict, listed: set[Path]) -> list[str]:
+    """Half-written or unlisted tars in the run's shard folders."""
+    folders = [out / "shards"] + sorted({(out / e["url"]).parent for e in manifest["shardlist"]})
+    problems = []
+    for folder in dict.fromkeys(folders):
+        for stray in sorted(folder.glob("*")) if folder.exists() else []:
+            if stray.name.endswith(PARTIAL):
+                problems.append(f"{stray.name}: half-written shard left behind")
+            elif stray.resolve() not in listed:
+                problems.append(f"{stray.name}: shard not in the manifest")
+    return problems
+
+
 def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
     """(problems, counts); no problems means the output is whole."""
     out = Path(out)
@@ -37,33 +71,17 @@ def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
         manifest = read_manifest(out / "manifest.json")
     except (OSError, ValueError) as exc:
         return [f"manifest unreadable: {exc}"], {}
-    keys: Counter = Counter()
+    keys: Counter = Counter()  # the training set: shardlist only
     listed = set()
-    for entry in manifest["shardlist"]:
-        path = out / entry["url"]
-        listed.add(path.resolve())
-        if not path.is_file():
-            problems.append(f"{entry['url']}: missing")
-            continue
-        if path.stat().st_size != entry["filesize"]:
-            problems.append(f"{entry['url']}: size {path.stat().st_size} != manifest {entry['filesize']}")
-        if md5sum(path) != entry["md5sum"]:
-            problems.append(f"{entry['url']}: md5 differs from the manifest")
-        try:
-            shard_keys, member_problems = _shard_keys(path)
-        except Exception as exc:  # any read failure is the finding, not a crash of verify
-            problems.append(f"{entry['url']}: unreadable ({type(exc).__name__}: {exc})")
-            continue
-        problems += member_problems
-        if len(shard_keys) != entry["nsamples"]:
-            problems.append(f"{entry['url']}: {len(shard_keys)} samples, manifest says {entry['nsamples']}")
-        keys.update(shard_keys)
+    for field in ("shardlist", "rejected_shardlist", "source_shardlist"):
+        for entry in manifest.get(field, []):
+            listed.add((out / entry["url"]).resolve())
+            shard_keys, shard_problems = _check_shard(out, entry)
+            problems += shard_problems
+            if field == "shardlist":
+                keys.update(shard_keys)
     problems += [f"key {k!r} appears {n} times" for k, n in sorted(keys.items()) if n > 1]
-    for stray in sorted((out / "shards").glob("*")) if (out / "shards").exists() else []:
-        if stray.name.endswith(PARTIAL):
-            problems.append(f"{stray.name}: half-written shard left behind")
-        elif stray.resolve() not in listed:
-            problems.append(f"{stray.name}: shard not in the manifest")
+    problems += _strays(out, manifest, listed)
     try:
         table = read_table(out / "samples.parquet")
     except Exception as exc:

@@ -5,6 +5,9 @@ is closed and fsynced, so a tar under its final name is always complete. Then th
 to the ledger. On reopening: `.partial` leftovers are deleted (their samples are redone), and a
 final tar the ledger does not know (killed between rename and ledger) is adopted from its
 contents. A sample is thus done exactly when it is in a final tar or recorded as rejected.
+
+Pairs that failed a filter threshold under `write.keep_rejected` go to `rejected-*.tar` beside the
+kept `pairs-*.tar`, with the same guarantees: `factory refilter` can then loosen a threshold.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from manifests.format import shard_entry
 from manifests.ledger import Ledger
 
 PARTIAL = ".partial"
+KEPT, REJECTED = "pairs", "rejected"  # shard name prefixes
 FIXED_MTIME = 0  # tar member times carry no information; fixed, shards are byte-reproducible
 
 
@@ -47,6 +51,19 @@ def tar_keys(path: Path) -> tuple[list[str], dict[str, dict]]:
     return keys, metas
 
 
+def read_shard_log(path: Path) -> dict[str, dict[str, Any]]:
+    """Committed shards by url; a line torn by a kill ends the log (its shard gets adopted)."""
+    shards = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break
+            shards[entry["url"]] = entry
+    return shards
+
+
 class ShardSink:
     def __init__(self, out: Path, maxcount: int, maxsize: int):
         self.out = Path(out)
@@ -57,22 +74,14 @@ class ShardSink:
         self.shards: dict[str, dict[str, Any]] = self._load_shards()
         self._recover()
         self.maxcount, self.maxsize = maxcount, maxsize
-        self._writer: wds.ShardWriter | None = None
+        self._writers: dict[str, wds.ShardWriter] = {}
         self._pending: dict[str, list[Record]] = defaultdict(list)
         self.written = 0
 
     # -- resume --------------------------------------------------------------------------------
 
     def _load_shards(self) -> dict[str, dict[str, Any]]:
-        shards = {}
-        if self.shards_path.exists():
-            for line in self.shards_path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    break
-                shards[entry["url"]] = entry
-        return shards
+        return read_shard_log(self.shards_path)
 
     def _recover(self) -> None:
         for leftover in self.shard_dir.glob(f"*{PARTIAL}"):
@@ -87,9 +96,14 @@ class ShardSink:
     def done(self, key: str) -> bool:
         return key in self.ledger
 
-    def next_shard_index(self) -> int:
-        existing = [int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob("pairs-*.tar")]
+    def next_shard_index(self, prefix: str = KEPT) -> int:
+        existing = [int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob(f"{prefix}-*.tar")]
         return max(existing, default=-1) + 1
+
+    def shard_lists(self) -> tuple[list[dict], list[dict]]:
+        """(kept shards, rejected shards) committed so far."""
+        kept = [e for url, e in self.shards.items() if Path(url).name.startswith(f"{KEPT}-")]
+        return kept, [e for e in self.shards.values() if e not in kept]
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -102,19 +116,24 @@ class ShardSink:
         fault_point("rejection_recorded")
 
     def write(self, record: Record) -> None:
+        """A pair with its files: kept, or (marked `filtered`) set aside in a rejected shard."""
         if record.key in self.ledger:
             return
-        if self._writer is None:
-            pattern = str(self.shard_dir / f"pairs-%06d.tar{PARTIAL}")
-            self._writer = wds.ShardWriter(pattern, maxcount=self.maxcount, maxsize=self.maxsize,
-                                           post=self._finalise, start_shard=self.next_shard_index(),
-                                           verbose=0, mtime=FIXED_MTIME)
+        writer = self._writer(REJECTED if record.filtered else KEPT)
         sample = {"__key__": record.key}
         sample.update(record.media["files"])
-        self._writer.write(sample)
-        self._pending[self._writer.fname].append(record)
-        self.written += 1
+        writer.write(sample)
+        self._pending[writer.fname].append(record)
+        self.written += 0 if record.filtered else 1
         fault_point("pair_written")
+
+    def _writer(self, prefix: str) -> wds.ShardWriter:
+        if prefix not in self._writers:
+            pattern = str(self.shard_dir / f"{prefix}-%06d.tar{PARTIAL}")
+            self._writers[prefix] = wds.ShardWriter(
+                pattern, maxcount=self.maxcount, maxsize=self.maxsize, post=self._finalise,
+                start_shard=self.next_shard_index(prefix), verbose=0, mtime=FIXED_MTIME)
+        return self._writers[prefix]
 
     def _finalise(self, partial_name: str) -> None:
         partial = Path(partial_name)
@@ -128,7 +147,8 @@ class ShardSink:
 
     def _commit(self, tar: Path, samples: list[tuple[str, dict]]) -> None:
         entry = shard_entry(tar, len(samples), self.out)
-        self.ledger.append([{"key": key, "kind": "pair", "fate": "kept", "reason": None,
+        self.ledger.append([{"key": key, "kind": "pair", "fate": "rejected" if meta.get("filtered") else "kept",
+                             "reason": meta.get("filtered"), "stage": meta.get("filtered_by"),
                              "shard": entry["url"], "meta": _slim(meta)} for key, meta in samples])
         fault_point("shard_committed")
         with open(self.shards_path, "a") as f:
@@ -138,9 +158,9 @@ class ShardSink:
         self.shards[entry["url"]] = entry
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
         self.ledger.close()
 
 

@@ -22,11 +22,12 @@ from factory.faults import fault_point
 from factory.inputs import discover_videos
 from factory.pairing import make_pairs
 from factory.records import Record
-from factory.stage import Resources
+from factory.stage import Filter, Resources
 from factory.stages.encode import EncodeStage
 from factory.stages.generate import GenerateStage
 from factory.stages.ingest import IngestStage
 from factory.summary import summarise
+from filters.identity import IdentityFilter
 from filters.mouth_distance import MouthDistanceFilter
 from manifests.format import write_json_atomic, write_manifest
 from manifests.table import write_table
@@ -45,6 +46,15 @@ def pair_stages(cfg: FactoryConfig) -> list:
     if cfg.filters.mouth_distance.enabled:
         stages.append(MouthDistanceFilter(cfg.filters.mouth_distance))
         stages[-1].resources = cpu
+    if cfg.filters.identity.enabled:
+        stages.append(IdentityFilter(cfg.filters.identity))
+    if cfg.filters.vlm_quality.enabled:
+        from filters.vlm_quality import VLMQualityFilter
+
+        stages.append(VLMQualityFilter(cfg.filters.vlm_quality))
+    for stage in stages:
+        if isinstance(stage, Filter):
+            stage.soft = cfg.write.keep_rejected
     if cfg.augment.share > 0:
         stages.append(AugmentStage(cfg.augment, cfg.seed, cpu))
     stages.append(EncodeStage(cfg.hash(), cfg.ingest.fps, cfg.ingest.sample_rate, cfg.write.video_crf, cpu))
@@ -53,6 +63,7 @@ def pair_stages(cfg: FactoryConfig) -> list:
 
 def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     start = time.monotonic()
+    pair_stages(cfg)  # a bad stage setting (unknown backend, missing weights key) fails before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -86,7 +97,7 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
             if record.rejected:
                 sink.reject(record)
             else:
-                if previews < cfg.write.previews:
+                if previews < cfg.write.previews and not record.filtered:
                     write_preview(out, record.key, record.media["preview"])
                     previews += 1
                 sink.write(record)
@@ -99,7 +110,8 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     summary = summarise(entries, len(videos), time.monotonic() - start, sink.written,
                         cfg.ingest.clip_frames, skipped, executor.failures)
     fault_point("manifest")
-    write_manifest(out / "manifest.json", list(sink.shards.values()), cfg.to_dict(), summary)
+    kept_shards, rejected_shards = sink.shard_lists()
+    write_manifest(out / "manifest.json", kept_shards, cfg.to_dict(), summary, rejected_shards)
     write_table(out / "samples.parquet", entries)
     write_json_atomic(out / "summary.json", summary)
     return summary

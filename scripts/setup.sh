@@ -16,5 +16,7 @@ STAMP=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$STAMP" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[dev]"
+  # sam2 1.1.0 is source-only; an isolated build would pull a CUDA torch into the build env
+  SAM2_BUILD_CUDA=0 .venv/bin/pip install -q --no-deps --no-build-isolation sam2==1.1.0
   touch "$STAMP"
 fi

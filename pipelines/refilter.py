@@ -1,0 +1,144 @@
+"""`factory refilter OUT filters.KEY=VALUE ...`: re-judge a finished run with new thresholds.
+
+Every filter's scores are in the ledger, and with `write.keep_rejected` (the default) the pairs
+that failed a threshold sit in `shards/rejected-*.tar`. So re-thresholding needs no model: judge
+the recorded scores again, copy the newly kept samples (bytes as they are, meta.json updated)
+into a view `views/<tag>/pairs-*.tar`, and point `manifest.json` and `samples.parquet` at it.
+The run's own shards are never modified, so any number of refilters can follow, tighter or looser.
+
+Crash safety: the view is built under `views/<tag>.partial/` and renamed when complete; the
+manifest and table are replaced atomically last. A killed refilter leaves the previous manifest
+valid, and running it again finishes the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+
+from factory.config import ConfigError, FactoryConfig, load_config, save_config
+from filters.thresholds import FILTER_ORDER, filter_thresholds, judge
+from manifests.format import read_manifest, shard_entry, write_json_atomic, write_manifest
+from manifests.ledger import Ledger
+from manifests.table import write_table
+from manifests.writer import FIXED_MTIME, KEPT, PARTIAL, read_shard_log, tar_keys
+
+
+def load_refilter_config(out: Path, overrides: list[str]) -> tuple[FactoryConfig, FactoryConfig]:
+    """(the run's config, the run's config with the new thresholds)."""
+    if not (out / "manifest.json").is_file():
+        raise ConfigError(f"{out} has no manifest.json: finish `factory run` before refiltering")
+    for item in overrides:
+        if not item.split("=", 1)[0].strip().startswith("filters."):
+            raise ConfigError(f"refilter changes only filters.* thresholds, not {item!r}: "
+                              "other settings shape the samples and need `factory run`")
+    run_cfg = load_config(out / "config.yaml")
+    cfg = load_config(out / "config.yaml", overrides)
+    ran = {name for name in FILTER_ORDER if getattr(run_cfg.filters, name).enabled}
+    for name in FILTER_ORDER:
+        if getattr(cfg.filters, name).enabled and name not in ran:
+            raise ConfigError(f"filters.{name} did not run in {out}: there are no scores to judge "
+                              "(enable it and run `factory run` again)")
+    return run_cfg, cfg
+
+
+def rejudge(entries: dict[str, dict], rules: list) -> tuple[dict[str, dict], list[str], int]:
+    """New ledger-style entries, the keys now kept, and how many would pass but have no bytes.
+
+    Only pairs whose fate was a threshold's are judged again: kept ones and those that failed a
+    threshold (`meta.filtered`); errors and malformed answers stay as they were."""
+    new, kept, lost = {}, [], 0
+    for key, entry in entries.items():
+        entry, meta = dict(entry), entry.get("meta") or {}
+        if entry.get("kind") == "pair" and (entry["fate"] == "kept" or meta.get("filtered")):
+            reason, stage = judge(meta.get("scores") or {}, rules)
+            if reason is None and not entry.get("shard"):
+                lost += 1  # failed a threshold while write.keep_rejected was off: no bytes to restore
+            elif reason is None:
+                entry.update(fate="kept", reason=None, stage=None)
+                kept.append(key)
+            else:
+                entry.update(fate="rejected", reason=reason, stage=stage)
+        new[key] = entry
+    return new, sorted(kept), lost
+
+
+def build_view(out: Path, tag: str, sources: list[str], kept: set[str], maxcount: int,
+               stamp: dict[str, Any]) -> dict[str, str]:
+    """Copy the kept samples of the run's shards into views/<tag>/; returns key -> shard url."""
+    view = out / "views" / tag
+    if not view.is_dir():
+        partial = view.with_name(tag + PARTIAL)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with wds.ShardWriter(str(partial / f"{KEPT}-%06d.tar"), maxcount=maxcount, verbose=0,
+                             mtime=FIXED_MTIME) as sink:
+            for url in sources:
+                for sample in wds.WebDataset(str(out / url), shardshuffle=False, empty_check=False):
+                    if sample["__key__"] in kept:
+                        sink.write(_restamp(sample, stamp))
+        for tar in partial.glob("*.tar"):
+            with open(tar, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(partial, view)
+    owner = {}
+    for tar in sorted(view.glob("*.tar")):
+        for key in tar_keys(tar)[0]:
+            owner[key] = tar.relative_to(out).as_posix()
+    return owner
+
+
+def _restamp(sample: dict, stamp: dict[str, Any]) -> dict:
+    sample = {k: v for k, v in sample.items() if k not in ("__url__", "__local_path__")}
+    meta = json.loads(sample["meta.json"])
+    for name in ("filtered", "filtered_by"):
+        meta.pop(name, None)
+    meta["refilter"] = stamp
+    sample["meta.json"] = json.dumps(meta, sort_keys=True).encode()
+    return sample
+
+
+def refilter(out: str | Path, overrides: list[str]) -> dict[str, Any]:
+    out = Path(out)
+    run_cfg, cfg = load_refilter_config(out, overrides)
+    rules = filter_thresholds(cfg.filters)
+    shards = read_shard_log(out / "state" / "shards.jsonl")
+    run_kept = [e for e in shards.values() if Path(e["url"]).name.startswith(f"{KEPT}-")]
+    run_rejected = [e for e in shards.values() if e not in run_kept]
+
+    ledger = Ledger(out / "state" / "ledger.jsonl")
+    ledger.close()
+    entries, kept, lost = rejudge(ledger.entries, rules)
+    stamp = {"thresholds": {name: {k: list(v) for k, v in rule.items()} for name, rule in rules}}
+    tag = hashlib.sha1(json.dumps([stamp, sorted(e["md5sum"] for e in shards.values())],
+                                  sort_keys=True).encode()).hexdigest()[:12]
+    sources = sorted({entries[k]["shard"] for k in kept})
+    owner = build_view(out, tag, sources, set(kept), cfg.write.shard_maxcount, stamp)
+    for key in kept:
+        entries[key]["shard"] = owner[key]
+
+    view_shards = [shard_entry(p, len(tar_keys(p)[0]), out) for p in sorted((out / "views" / tag).glob("*.tar"))]
+    summary = _summary(out, entries, kept, lost, stamp)
+    write_table(out / "samples.parquet", list(entries.values()))
+    write_manifest(out / "manifest.json", view_shards, cfg.to_dict(), summary, run_rejected, run_kept)
+    write_json_atomic(out / "summary.json", summary)
+    save_config(cfg, out / "refilter.yaml")
+    for old in (out / "views").iterdir():  # views the manifest no longer points at
+        if old.name != tag:
+            shutil.rmtree(old, ignore_errors=True)
+    return summary
+
+
+def _summary(out: Path, entries: dict[str, dict], kept: list[str], lost: int, stamp: dict) -> dict[str, Any]:
+    summary = read_manifest(out / "manifest.json").get("stats", {})
+    reasons = Counter(e["reason"] for e in entries.values() if e["fate"] == "rejected")
+    summary.update(pairs_written=len(kept), rejections=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+                   refilter={**stamp, "kept": len(kept), "would_pass_without_bytes": lost})
+    return summary
