@@ -1,15 +1,25 @@
-"""Moving synthetic occluders (textured shapes, hand-like blobs), drawn identically on both sides
+"""Moving synthetic occluders (textured shapes, objects cut out of real photos, hand-like blobs),
+drawn identically on both sides
 of a pair so the pair stays frame-aligned and the dubber learns to keep occluders, not paint over
 them. Everything is drawn from the parameters: the same parameters redraw the same pixels."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
-KINDS = ("ellipse", "polygon", "hand")
+KINDS = ("ellipse", "polygon", "hand", "cutout")
+CUTOUT_PHOTOS = ("coffee", "rocket", "chelsea", "astronaut")  # scikit-image's bundled photos
+
+
+@functools.lru_cache(maxsize=len(CUTOUT_PHOTOS))
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    return getattr(data, name)()
 
 
 @dataclass
@@ -45,7 +55,7 @@ def occluder_mask(p: OcclusionParams, t: float, size: int) -> np.ndarray:
     r = p.size * size / 2
     mask = np.zeros((size, size), np.float32)
     centre = (int(round(cx)), int(round(cy)))
-    if p.kind == "ellipse":
+    if p.kind in ("ellipse", "cutout"):  # a cut-out object: an oval piece of a real photo
         cv2.ellipse(mask, centre, (int(r), int(r * 0.6)), p.angle, 0, 360, 1.0, -1)
     elif p.kind == "polygon":
         angles = np.deg2rad(p.angle + np.arange(5) * 72 + np.array([0, 10, -8, 14, -5]))
@@ -65,6 +75,11 @@ def occluder_mask(p: OcclusionParams, t: float, size: int) -> np.ndarray:
 
 def texture(p: OcclusionParams, size: int) -> np.ndarray:
     rng = np.random.default_rng(p.texture_seed)
+    if p.kind == "cutout":  # a random square of a real photo, seeded: the same seed, the same pixels
+        photo = _photo(CUTOUT_PHOTOS[p.texture_seed % len(CUTOUT_PHOTOS)])
+        side = int(min(photo.shape[:2]) * rng.uniform(0.3, 0.6))
+        y, x = (int(rng.integers(0, photo.shape[i] - side + 1)) for i in (0, 1))
+        return cv2.resize(photo[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
     noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 3)
     shade = 1.0 + 0.15 * noise / (np.abs(noise).max() + 1e-6)
     return np.clip(np.array(p.colour, np.float32) * shade[..., None], 0, 255)

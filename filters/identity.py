@@ -44,9 +44,6 @@ class IdentityFilter(Filter):
     def __init__(self, cfg: IdentityConfig):
         super().__init__(identity_thresholds(cfg), Resources(
             num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, pool_size=cfg.pool_size))
-        if cfg.backend == "arcface" and not cfg.arcface_path:  # fail the run early, not every pair
-            raise ConfigError("filters.identity.arcface_path must be set for backend=arcface "
-                              "(a local ArcFace ONNX such as w600k_r50.onnx)")
         self.cfg = cfg
 
     def setup(self) -> None:

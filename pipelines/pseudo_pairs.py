@@ -1,6 +1,7 @@
 """The pseudo-pair pipeline: videos -> clips -> (clip, alternative clip) -> pairs -> shards.
 
-    ingest (per video, on workers) -> pair (driver: needs all clips of a speaker)
+    ingest (per video, on workers) -> [occlusion masks (per clip, GPU)]
+    -> pair (driver: needs all clips of a speaker)
     -> generate + mouth distance + encode (per pair, on workers) -> write (driver)
 
 Every clip ends exactly once in the ledger, kept (in a committed shard) or rejected with a
@@ -20,6 +21,7 @@ from augment.stage import AugmentStage
 from factory.config import FactoryConfig, save_config
 from factory.faults import fault_point
 from factory.inputs import discover_videos
+from factory.model_paths import check_model_paths
 from factory.pairing import make_pairs
 from factory.records import Record
 from factory.stage import Filter, Resources
@@ -63,7 +65,8 @@ def pair_stages(cfg: FactoryConfig) -> list:
 
 def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     start = time.monotonic()
-    pair_stages(cfg)  # a bad stage setting (unknown backend, missing weights key) fails before any work
+    check_model_paths(cfg)  # bad stage settings (missing weights, unknown backend) fail before any work
+    pair_stages(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -84,6 +87,8 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
             if video.rejected:
                 sink.reject(video)
         clips = _ingest(cfg, executor, [v for v in videos if not v.rejected], sink, out, progress)
+        if cfg.occlusion.enabled:
+            clips = _occlusion_masks(cfg, executor, clips, sink, progress)
         todo = []
         for pair in make_pairs(clips, cfg.pair):
             if sink.done(pair.key):
@@ -130,3 +135,22 @@ def _ingest(cfg: FactoryConfig, executor, videos: list[Record], sink: ShardSink,
         bar.update(1)
     bar.close()
     return clips
+
+
+def _occlusion_masks(cfg: FactoryConfig, executor, clips: list[Record], sink: ShardSink,
+                     progress: bool) -> list[Record]:
+    from factory.model_paths import occlusion_vlm_path
+    from factory.stages.occlusion import OcclusionStage
+
+    key = "occlusion.vlm_path" if cfg.occlusion.vlm_path else "filters.vlm_quality.model_path"
+    stage = OcclusionStage(cfg.occlusion, occlusion_vlm_path(cfg), key, cfg.filters.vlm_quality.max_pixels)
+    # a clip rejected here in an earlier attempt stays out: neither a real side nor an alternative
+    todo = [c for c in clips if sink.ledger.entries.get(c.key, {}).get("kind") != "clip"]
+    kept: list[Record] = []
+    for record in tqdm(executor.map([stage], todo), total=len(todo), desc="occlusion", unit="clip",
+                       disable=not progress):
+        if record.rejected:
+            sink.reject(record)
+        else:
+            kept.append(record)
+    return kept

@@ -79,8 +79,11 @@ def test_thresholds_default_per_backend_and_override():
 
 
 def test_missing_arcface_weights_name_the_config_key(tmp_path):
-    with pytest.raises(ConfigError, match="filters.identity.arcface_path"):
-        IdentityFilter(IdentityConfig(backend="arcface"))
+    from factory.config import load_config
+    from factory.model_paths import check_model_paths
+
+    with pytest.raises(ConfigError, match="filters.identity.arcface_path = None"):
+        check_model_paths(load_config("configs/demo.yaml", ["filters.identity.backend=arcface"]))
     with pytest.raises(FileNotFoundError, match="filters.identity.arcface_path"):
         ArcFaceEmbedder(str(tmp_path / "w600k_r50.onnx"))
 

@@ -27,7 +27,7 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     if pixels <= 0:
         return mask.copy()
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return cv2.dilate(mask, kernel)
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(mask.dtype)  # OpenCV 5.0 rejects bool
 
 
 def feathered_alpha(mask: np.ndarray, sigma: float, dilation: int) -> np.ndarray:

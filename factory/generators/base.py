@@ -24,6 +24,7 @@ class GenerationInput:
     alt_landmarks: np.ndarray
     alt_audio: np.ndarray  # int16 at 16 kHz, what the synthetic lips should say
     mask: np.ndarray  # (S, S) uint8 {0,1}: region to re-render (lower face, jaw clamped)
+    occlusion: np.ndarray | None = None  # (T, S, S) bool occluders in front of the face: kept as real
 
 
 class Generator:

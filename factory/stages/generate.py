@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from factory.clips import load_clip
+from factory.clips import load_clip, load_occlusion
 from factory.config import GenerateConfig
 from factory.devices import pick_device
 from factory.faults import fault_point
@@ -34,10 +34,15 @@ class GenerateStage(Stage):
         alt = load_clip(record.meta["alt_clip_path"])
         size = real.frames.shape[1]
         mask = lower_face_mask([real.landmarks, alt.landmarks], size)
+        occlusion = load_occlusion(record.meta["clip_path"])  # None unless the occlusion stage ran
         rendered = self.generator.generate(GenerationInput(
-            real.frames, real.landmarks, alt.frames, alt.landmarks, alt.audio, mask))
-        alpha = feathered_alpha(mask, self.cfg.feather_sigma, self.cfg.mask_dilation)
+            real.frames, real.landmarks, alt.frames, alt.landmarks, alt.audio, mask, occlusion))
         n = len(rendered)
+        alpha = feathered_alpha(mask, self.cfg.feather_sigma, self.cfg.mask_dilation)
+        if occlusion is not None:  # M_inp = not M_face or M_occ: occluder pixels stay real
+            from factory.occlusion.compose import apply_occlusion
+
+            alpha = apply_occlusion(alpha, occlusion[:n])
         record.media.update(
             real_frames=real.frames[:n], syn_frames=composite(real.frames[:n], rendered, alpha),
             real_audio=real.audio, alt_audio=alt.audio, real_landmarks=real.landmarks[:n],

@@ -1,0 +1,61 @@
+"""Occlusion masks, before generation (X-Dub): the VLM says whether anything is in front of the
+face and boxes it, SAM 2 propagates the boxes' masks through the clip, and the masks are stored
+beside the clip. The generate stage then re-renders only `M_face and not M_occ`, so a hand or a
+microphone in front of the mouth is kept, not painted over.
+
+Idempotent per clip: a clip whose masks are stored is not asked again (resumed runs are cheap).
+A VLM that answers nonsense twice rejects the clip with `occlusion_vlm_malformed`: an occluder
+nobody checked could be painted over, and such a pair would teach artefacts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from factory.clips import load_clip, occlusion_path, save_occlusion
+from factory.config import OcclusionConfig
+from factory.records import Record
+from factory.stage import Resources, Stage
+
+
+class OcclusionStage(Stage):
+    name = "occlusion"
+
+    def __init__(self, cfg: OcclusionConfig, vlm_path: str | None, vlm_key: str, max_pixels: int,
+                 allow_random_weights: bool = False, logits_processor=None):
+        super().__init__(Resources(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, pool_size=cfg.pool_size))
+        self.cfg, self.vlm_path, self.vlm_key, self.max_pixels = cfg, vlm_path, vlm_key, max_pixels
+        self.allow_random_weights = allow_random_weights  # tests: SAM 2 without a checkpoint
+        self.logits_processor = logits_processor  # tests and constrained decoding
+
+    def setup(self) -> None:
+        from factory.occlusion.sam2_video import OcclusionTracker
+        from factory.vlm.model import QwenVL
+
+        self.vlm = QwenVL(self.vlm_path, self.vlm_key, max_pixels=self.max_pixels)
+        self.tracker = OcclusionTracker(self.cfg.sam2_config, self.cfg.sam2_checkpoint, self.cfg.image_size,
+                                        allow_random_weights=self.allow_random_weights)
+
+    def process(self, records: list[Record]) -> list[Record]:
+        return [self.mask_one(r) for r in records]
+
+    def mask_one(self, record: Record) -> Record:
+        from factory.vlm.grounding import ground_occluders
+
+        path = record.meta["clip_path"]
+        stored = occlusion_path(path)
+        if stored.exists():
+            with np.load(stored) as z:
+                record.meta["occluders"] = json.loads(str(z["occluders"]))
+            return record
+        frames = load_clip(path).frames
+        boxes, reason = ground_occluders(self.vlm, frames, logits_processor=self.logits_processor)
+        if reason:
+            return record.reject(reason, self.name)
+        masks = self.tracker.track(frames, [box for _, box in boxes], frame_index=len(frames) // 2)
+        occluders = [{"label": label, "box": [int(v) for v in box]} for label, box in boxes]
+        save_occlusion(path, masks, json.dumps(occluders))
+        record.meta["occluders"] = occluders
+        return record
