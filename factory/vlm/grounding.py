@@ -1,0 +1,107 @@
+"""Occluder grounding: ask the VLM what is in front of the lower face, and where.
+
+Qwen2.5-VL grounds in its own format, a JSON list `[{"bbox_2d": [x1, y1, x2, y2], "label": ...}]`,
+with ABSOLUTE pixel coordinates in the image the processor fed it, i.e. after smart_resize (sides
+multiples of 28, pixel count bounded). `QwenVL.resized_hw` gives that size (it equals the
+processor's `image_grid_thw[1:] * 14`), and the boxes are scaled back to the original frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from factory.vlm.model import QwenVL
+from factory.vlm.quality import RETRY_HINT, load_json_like
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in the original frame's pixels
+MALFORMED = "occlusion_vlm_malformed"
+GROUNDING_MAX_NEW_TOKENS = 160
+
+GROUNDING_PROMPT = (
+    "Is anything in front of this person's lower face (mouth, lips, chin or jaw), hiding part of "
+    "it? For example a hand or fingers, a microphone, a cup, food, hair or a scarf. Glasses and "
+    "things that do not cover the lower face do not count. Answer with only a JSON list, one item "
+    'per occluder, in this format: [{"bbox_2d": [x1, y1, x2, y2], "label": "hand"}], with pixel '
+    "coordinates in this image. Answer [] if nothing covers the lower face."
+)
+
+
+def top_level_spans(text: str) -> list[str]:
+    """Balanced `[...]` and `{...}` substrings that are not nested in another one, in order."""
+    pairs = {"[": "]", "{": "}"}
+    spans, stack, start = [], [], 0
+    for i, ch in enumerate(text):
+        if ch in pairs:
+            if not stack:
+                start = i
+            stack.append(pairs[ch])
+        elif stack and ch == stack[-1]:
+            stack.pop()
+            if not stack:
+                spans.append(text[start: i + 1])
+    return spans
+
+
+def as_item(item) -> tuple[str, tuple[float, ...]] | None:
+    """(label, raw box) from one answer item, or None when it has no usable bbox_2d."""
+    if not isinstance(item, dict):
+        return None
+    box = item.get("bbox_2d", item.get("bbox"))
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+        return None
+    label = str(item.get("label") or "occluder").strip() or "occluder"
+    return label, tuple(float(v) for v in box)
+
+
+def rescale(box: tuple[float, ...], resized_hw: tuple[int, int], original_hw: tuple[int, int]) -> Box | None:
+    """A box from the model's resized image to the original frame, widened to whole pixels (an
+    occluder is kept, not painted over, so err on covering it), clipped; None when empty."""
+    (rh, rw), (h, w) = resized_hw, original_hw
+    x1, x2 = sorted(box[0::2])
+    y1, y2 = sorted(box[1::2])
+    if x2 <= x1 or y2 <= y1:  # a line or a point: nothing to keep
+        return None
+    x1, x2 = max(0, math.floor(x1 * w / rw)), min(w, math.ceil(x2 * w / rw))
+    y1, y2 = max(0, math.floor(y1 * h / rh)), min(h, math.ceil(y2 * h / rh))
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
+def parse_boxes(text: str, resized_hw: tuple[int, int], original_hw: tuple[int, int]
+                ) -> list[tuple[str, Box]] | None:
+    """Labelled boxes in the original frame; [] when the model saw no occluder; None when the answer
+    is malformed. One item without a usable box spoils the answer: an occluder that cannot be
+    located must not be silently dropped (it would be painted over)."""
+    for answer in map(load_json_like, top_level_spans(text)):
+        answer = [answer] if isinstance(answer, dict) else answer  # a lone box, unwrapped
+        if not isinstance(answer, list):
+            continue
+        items = [as_item(item) for item in answer]
+        if any(item is None for item in items):
+            continue
+        boxes = [(label, rescale(box, resized_hw, original_hw)) for label, box in items]
+        return [(label, box) for label, box in boxes if box is not None]
+    return None
+
+
+def ground_occluders(vlm: QwenVL, frames: np.ndarray, logits_processor=None,
+                     max_new_tokens: int = GROUNDING_MAX_NEW_TOKENS) -> tuple[list[tuple[str, Box]], str | None]:
+    """Occluder boxes on the clip's middle frame (the frame SAM 2 propagates from), and a rejection
+    reason when the model answered nonsense twice."""
+    frame = np.asarray(frames[len(frames) // 2])
+    original_hw = frame.shape[:2]
+    resized_hw = vlm.resized_hw(*original_hw)
+    prompts = [GROUNDING_PROMPT, GROUNDING_PROMPT + RETRY_HINT]  # greedy: the retry must change the input
+    for attempt, prompt in enumerate(prompts):
+        text = vlm.chat([frame[None]], [prompt], max_new_tokens, logits_processor=logits_processor)[0]
+        boxes = parse_boxes(text, resized_hw, original_hw)
+        if boxes is not None:
+            return boxes, None
+        log.warning("occluder grounding: malformed answer (attempt %d): %r", attempt + 1, text[:200])
+    return [], MALFORMED

@@ -1,0 +1,144 @@
+"""The occlusion stage end to end: a tiny random Qwen2.5-VL (answers forced) boxes an occluder,
+random-weight SAM 2 propagates it, the masks are stored beside the clip, and the generate stage
+keeps the occluder's pixels real. Plus the whole pipeline with occlusion on, from config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from factory.clips import Clip, load_occlusion, occlusion_path, save_clip, save_occlusion
+from factory.config import ConfigError, GenerateConfig, OcclusionConfig, load_config
+from factory.faces.align import frame_to_crop, warp_crop
+from factory.faces.landmarks import FaceLandmarker
+from factory.faces.masks import dilate, lower_face_mask
+from factory.model_paths import check_model_paths
+from factory.records import Record
+from factory.stages.generate import GenerateStage
+from factory.stages.occlusion import OcclusionStage
+from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
+
+T, S = 4, 256
+HAND = '[{"bbox_2d": [37, 61, 74, 86], "label": "hand"}]'  # in the 112x112 frame the model sees
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A real clip and its alternative (the same face with a darker, wider mouth), on disk."""
+    from skimage import data
+
+    rgb = data.astronaut()
+    with FaceLandmarker(static=True) as lm:
+        crop = warp_crop(rgb, frame_to_crop(lm.detect(rgb)[0], S), S)
+        landmarks = lm.detect(crop)[0][:, :2]
+    rng = np.random.default_rng(0)
+    real = np.clip(crop[None].astype(int) + rng.integers(-4, 5, (T, S, S, 3)), 0, 255).astype(np.uint8)
+    alt = real.copy()
+    alt[:, 165:205, 95:165] //= 3
+    folder = tmp_path_factory.mktemp("clips")
+    audio = np.zeros(T * 640, np.int16)
+    lms = np.repeat(landmarks[None], T, 0).astype(np.float32)
+    transforms = np.repeat(np.eye(2, 3, dtype=np.float32)[None], T, 0)
+    save_clip(folder / "real.npz", Clip(real, lms, transforms, audio))
+    save_clip(folder / "alt.npz", Clip(alt, lms, transforms, audio))
+    return folder
+
+
+def stage(tiny_qwen_path, force) -> OcclusionStage:
+    cfg = OcclusionConfig(enabled=True, image_size=64)
+    return OcclusionStage(cfg, tiny_qwen_path, "occlusion.vlm_path", max_pixels=112 * 112,
+                          allow_random_weights=True, logits_processor=force)
+
+
+def clip_record(folder) -> Record:
+    return Record("real", "clip", meta={"clip_path": str(folder / "real.npz")})
+
+
+def test_boxes_are_found_propagated_stored_and_reused(clips, tiny_qwen_path):  # noqa: F811
+    occlusion_path(clips / "real.npz").unlink(missing_ok=True)
+    s = stage(tiny_qwen_path, None)
+    s.setup()
+    s.logits_processor = ForceText(s.vlm.processor.tokenizer, HAND)
+    (record,) = s([clip_record(clips)])
+    assert not record.rejected
+    (occluder,) = record.meta["occluders"]
+    assert occluder["label"] == "hand"
+    assert occluder["box"] == [84, 139, 170, 197]  # back in crop pixels (x 256/112), widened to whole pixels
+    masks = load_occlusion(clips / "real.npz")
+    assert masks.shape == (T, S, S) and masks.dtype == bool
+    asked = s.logits_processor.calls
+    (again,) = s([clip_record(clips)])  # stored: the VLM is not asked again
+    assert s.logits_processor.calls == asked and again.meta["occluders"] == record.meta["occluders"]
+
+
+def test_a_nonsense_answer_twice_rejects_the_clip(clips, tiny_qwen_path):  # noqa: F811
+    occlusion_path(clips / "real.npz").unlink(missing_ok=True)
+    s = stage(tiny_qwen_path, None)
+    s.setup()
+    s.logits_processor = ForceText(s.vlm.processor.tokenizer, "maybe a hand?")
+    (record,) = s([clip_record(clips)])
+    assert record.rejected == "occlusion_vlm_malformed" and s.logits_processor.calls == 2
+    assert not occlusion_path(clips / "real.npz").exists()
+
+
+def test_generate_keeps_stored_occluders_real(clips):
+    real_path, alt_path = str(clips / "real.npz"), str(clips / "alt.npz")
+    occluder = np.zeros((T, S, S), bool)
+    for t in range(T):  # a hand moving across the mouth
+        occluder[t, 150:215, 60 + 15 * t:130 + 15 * t] = True
+    save_occlusion(real_path, occluder)
+    pair = Record("real", "pair", meta={"clip_path": real_path, "alt_clip_path": alt_path})
+    (out,) = GenerateStage(GenerateConfig())([pair])
+    real, syn = out.media["real_frames"], out.media["syn_frames"]
+    assert np.array_equal(syn[occluder], real[occluder])  # M_inp = not M_face or M_occ, exactly
+    face = out.media["mask"].astype(bool)
+    outside = ~dilate(face.astype(np.uint8), GenerateConfig().mask_dilation).astype(bool)
+    assert np.array_equal(syn[:, outside], real[:, outside])
+    inner = ~dilate((~face).astype(np.uint8), 12).astype(bool) & ~dilate(occluder[0].astype(np.uint8), 12).astype(bool)
+    assert np.abs(syn[0][inner].astype(int) - real[0][inner]).mean() > 10  # the mouth was re-rendered
+    occlusion_path(real_path).unlink()
+
+
+def test_missing_occlusion_models_fail_before_any_work(tiny_qwen_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="occlusion.sam2_checkpoint = None"):
+        check_model_paths(load_config("configs/demo.yaml", ["occlusion.enabled=true",
+                                                            f"occlusion.vlm_path={tiny_qwen_path}"]))
+    with pytest.raises(ConfigError, match="filters.vlm_quality.model_path = None"):
+        check_model_paths(load_config("configs/demo.yaml", ["occlusion.enabled=true"]))
+
+
+@pytest.fixture(scope="module")
+def random_sam2_checkpoint(tmp_path_factory):
+    """A real SAM 2 checkpoint file holding random weights: the config path loads it as a user's."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    torch.manual_seed(0)
+    model = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu",
+                                       hydra_overrides_extra=["++model.image_size=64"])
+    path = tmp_path_factory.mktemp("sam2") / "sam2_random.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_pipeline_with_occlusion_accounts_for_every_clip(tmp_path, talking_videos, tiny_qwen_path,  # noqa: F811
+                                                         random_sam2_checkpoint):
+    from factory.cli import main
+    from manifests.table import read_table
+    from manifests.verify import verify
+
+    out = tmp_path / "out"
+    code = main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{talking_videos}]", f"out={out}",
+                 "ingest.clip_frames=25", "ingest.clip_stride=25", "executor.kind=local",
+                 "executor.progress=false", "occlusion.enabled=true", f"occlusion.vlm_path={tiny_qwen_path}",
+                 f"occlusion.sam2_checkpoint={random_sam2_checkpoint}", "occlusion.image_size=64"])
+    assert code == 0 and verify(out)[0] == []
+    rows = read_table(out / "samples.parquet")
+    # a random model answers nonsense (or, rarely, "[]" or a box): every clip that left ingest is
+    # either masked or rejected by the occlusion stage, and only masked clips become pairs
+    ingested = [r for r in rows if r["kind"] in ("clip", "pair") and r["stage"] != "ingest"]
+    rejected = {r["key"] for r in ingested if r["reason"] == "occlusion_vlm_malformed"}
+    masked = {p.name.split(".")[0] for p in (out / "work" / "clips").rglob("*.occlusion.npz")}
+    assert ingested and rejected | masked == {r["key"] for r in ingested} and not rejected & masked
+    assert {r["key"] for r in ingested if r["kind"] == "pair"} <= masked
