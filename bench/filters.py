@@ -1,0 +1,82 @@
+"""Per-filter throughput on CPU (pairs/s), every filter on the same pairs in one run.
+
+    .venv/bin/python bench/filters.py [--run OUT] [--pairs 8]
+
+Pairs are read back from a finished run (default: a fresh demo run). Each stage is set up once
+(model loading is not timed) and then times `stage(batch)` on the same 77-frame pairs.
+The VLM row uses a tiny random Qwen2.5-VL built offline: it measures the code path (sampling,
+processor, batched generate, parsing), not a real 3B/7B model, which needs a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from augment.stage import AugmentStage  # noqa: E402
+from factory.config import AugmentConfig, IdentityConfig, MouthDistanceConfig, VLMQualityConfig  # noqa: E402
+from factory.records import Record  # noqa: E402
+from filters.identity import IdentityFilter  # noqa: E402
+from filters.mouth_distance import MouthDistanceFilter  # noqa: E402
+from filters.vlm_quality import VLMQualityFilter  # noqa: E402
+from manifests.reader import iter_pairs  # noqa: E402
+
+
+def load_pairs(run: Path, n: int) -> list[Record]:
+    records = []
+    for sample in iter_pairs(run / "manifest.json"):
+        media = {"real_frames": sample["real"], "syn_frames": sample["syn"], "real_landmarks": sample["real_landmarks"],
+                 "syn_landmarks": sample["syn_landmarks"], "mask": sample["mask"] // 255}
+        records.append(Record(sample["key"], "pair", media=media, meta={"fps": 25}))
+        if len(records) == n:
+            break
+    return records
+
+
+def time_stage(stage, pairs: list[Record], batch: int) -> float:
+    stage.setup()
+    stage._ready = True
+    work = [Record(p.key, p.kind, dict(p.media), copy.deepcopy(p.meta)) for p in pairs]
+    start = time.perf_counter()
+    for i in range(0, len(work), batch):
+        stage(work[i:i + batch])
+    return len(work) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run")
+    parser.add_argument("--pairs", type=int, default=8)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-filters-"))
+    run = Path(args.run) if args.run else tmp / "demo"
+    if not args.run:
+        subprocess.run([str(ROOT / ".venv/bin/factory"), "run", str(ROOT / "configs/demo.yaml"), f"out={run}",
+                        "executor.kind=local", "augment.share=0", "-q"], check=True, capture_output=True)
+    pairs = load_pairs(run, args.pairs)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_qwen import build_tiny_qwen
+
+    tiny = build_tiny_qwen(tmp / "tiny_qwen")
+    stages = [
+        ("mouth distance (MediaPipe, both sides)", MouthDistanceFilter(MouthDistanceConfig()), 1),
+        ("identity, dlib ResNet (8 frames/side)", IdentityFilter(IdentityConfig()), 1),
+        ("VLM quality, tiny random Qwen2.5-VL", VLMQualityFilter(VLMQualityConfig(model_path=str(tiny),
+                                                                                max_new_tokens=32)), 4),
+        ("augment (share 1.0)", AugmentStage(AugmentConfig(share=1.0), seed=0), 1),
+    ]
+    print(f"{len(pairs)} pairs of {len(pairs[0].media['real_frames'])} frames from {run}")
+    for name, stage, batch in stages:
+        print(f"{name:<42} {time_stage(stage, pairs, batch):7.2f} pairs/s")
+
+
+if __name__ == "__main__":
+    main()
