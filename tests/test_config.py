@@ -45,3 +45,28 @@ def test_hash_ignores_output_location_but_not_settings():
     a, b = load_config(None, ["out=x"]), load_config(None, ["out=y"])
     c = load_config(None, ["generate.feather_sigma=1"])
     assert a.hash() == b.hash() != c.hash()
+
+
+def test_gpu_config_enables_the_model_stages_and_names_every_missing_weight(tmp_path):
+    from factory.model_paths import check_model_paths
+    from pipelines.pseudo_pairs import pair_stages
+
+    cfg = load_config("configs/gpu.yaml", [f"out={tmp_path}"])
+    assert cfg.occlusion.enabled and cfg.filters.vlm_quality.enabled and cfg.filters.identity.backend == "arcface"
+    names = [s.name for s in pair_stages(cfg)]
+    assert names[:4] == ["generate", "mouth_distance", "identity", "vlm_quality"] and names[-1] == "encode"
+    vlm = next(s for s in pair_stages(cfg) if s.name == "vlm_quality")
+    assert vlm.resources.num_gpus == 1 and vlm.resources.batch_size == 8
+    with pytest.raises(ConfigError) as err:
+        check_model_paths(cfg)  # none of the example paths exist here
+    for key in ("filters.identity.arcface_path", "filters.vlm_quality.model_path", "occlusion.sam2_checkpoint"):
+        assert key in str(err.value)
+
+
+def test_demo_config_runs_identity_mouth_distance_and_augmentation():
+    from factory.model_paths import missing_model_paths
+    from pipelines.pseudo_pairs import pair_stages
+
+    cfg = load_config("configs/demo.yaml")
+    assert [s.name for s in pair_stages(cfg)] == ["generate", "mouth_distance", "identity", "augment", "encode"]
+    assert missing_model_paths(cfg) == []  # the demo needs no weights beyond what the wheels ship
