@@ -58,6 +58,7 @@ def test_setup_installs_the_synced_project_on_every_node():
     setup = cfg["setup_commands"]
     assert any("pip install" in c and "-e ~/pseudo-pair-factory" in c for c in setup)
     assert any("apt-get install" in c and "espeak-ng" in c for c in setup)
+    assert any("--no-build-isolation sam2==" in c for c in setup)  # the occlusion stage needs it
     # The autoscaler on the head runs in the same venv as ray, and needs boto3 there.
     assert any("venv/bin/pip install" in c and "boto3" in c for c in cfg["head_setup_commands"])
     # The local venv and run outputs must not be rsynced to the nodes.
