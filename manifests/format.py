@@ -26,13 +26,15 @@ def shard_entry(path: Path, nsamples: int, root: Path) -> dict[str, Any]:
 
 
 def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict,
-                   rejected: list[dict[str, Any]] = (), sources: list[dict[str, Any]] = ()) -> None:
+                   rejected: list[dict[str, Any]] = (), sources: list[dict[str, Any]] = (),
+                   table: str = "samples.parquet") -> None:
     """`shardlist` is what training reads (wids reads only that); `rejected_shardlist` holds pairs
-    that failed a threshold, `source_shardlist` (after a refilter) the run's original kept shards."""
+    that failed a threshold, `source_shardlist` (after a refilter) the run's original kept shards;
+    `table` the per-sample table that goes with these shards."""
     by_url = lambda s: s["url"]  # noqa: E731
     manifest = {"__kind__": KIND, "wids_version": 1, "name": path.parent.name,
                 "shardlist": sorted(shards, key=by_url), "rejected_shardlist": sorted(rejected, key=by_url),
-                "config": config, "stats": stats}
+                "table": table, "config": config, "stats": stats}
     if sources:
         manifest["source_shardlist"] = sorted(sources, key=by_url)
     write_json_atomic(path, manifest)

@@ -55,7 +55,7 @@ def _strays(out: Path, manifest: dict, listed: set[Path]) -> list[str]:
     folders = [out / "shards"] + sorted({(out / e["url"]).parent for e in manifest["shardlist"]})
     problems = []
     for folder in dict.fromkeys(folders):
-        for stray in sorted(folder.glob("*")) if folder.exists() else []:
+        for stray in sorted(folder.glob("*.tar*")) if folder.exists() else []:
             if stray.name.endswith(PARTIAL):
                 problems.append(f"{stray.name}: half-written shard left behind")
             elif stray.resolve() not in listed:
@@ -83,9 +83,9 @@ def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
     problems += [f"key {k!r} appears {n} times" for k, n in sorted(keys.items()) if n > 1]
     problems += _strays(out, manifest, listed)
     try:
-        table = read_table(out / "samples.parquet")
+        table = read_table(out / manifest.get("table", "samples.parquet"))
     except Exception as exc:
-        problems.append(f"samples.parquet unreadable: {exc}")
+        problems.append(f"{manifest.get('table', 'samples.parquet')} unreadable: {exc}")
         table = []
     kept = {r["key"] for r in table if r["fate"] == "kept"}
     if table:

@@ -6,9 +6,10 @@ the recorded scores again, copy the newly kept samples (bytes as they are, meta.
 into a view `views/<tag>/pairs-*.tar`, and point `manifest.json` and `samples.parquet` at it.
 The run's own shards are never modified, so any number of refilters can follow, tighter or looser.
 
-Crash safety: the view is built under `views/<tag>.partial/` and renamed when complete; the
-manifest and table are replaced atomically last. A killed refilter leaves the previous manifest
-valid, and running it again finishes the job.
+Crash safety: the view (its shards and its table) is built under `views/<tag>.partial/` and
+renamed when complete; then `manifest.json`, which names the view's shards and table, is replaced
+atomically: that is the commit. A refilter killed at any point leaves a manifest that verifies
+(the old one or the new one), and running it again finishes the job.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from typing import Any
 import webdataset as wds
 
 from factory.config import ConfigError, FactoryConfig, load_config, save_config
+from factory.faults import fault_point
 from filters.thresholds import FILTER_ORDER, filter_thresholds, judge
 from manifests.format import read_manifest, shard_entry, write_json_atomic, write_manifest
 from manifests.ledger import Ledger
 from manifests.table import write_table
 from manifests.writer import FIXED_MTIME, KEPT, PARTIAL, read_shard_log, tar_keys
+
+TABLE = "samples.parquet"
 
 
 def load_refilter_config(out: Path, overrides: list[str]) -> tuple[FactoryConfig, FactoryConfig]:
@@ -70,29 +74,32 @@ def rejudge(entries: dict[str, dict], rules: list) -> tuple[dict[str, dict], lis
     return new, sorted(kept), lost
 
 
-def build_view(out: Path, tag: str, sources: list[str], kept: set[str], maxcount: int,
-               stamp: dict[str, Any]) -> dict[str, str]:
-    """Copy the kept samples of the run's shards into views/<tag>/; returns key -> shard url."""
+def build_view(out: Path, tag: str, entries: dict[str, dict], kept: list[str], maxcount: int,
+               stamp: dict[str, Any]) -> Path:
+    """views/<tag>/: the kept samples copied out of the run's shards, and the table of every
+    entry's new fate. Built under `.partial` and renamed whole, so a view that exists is complete."""
     view = out / "views" / tag
-    if not view.is_dir():
-        partial = view.with_name(tag + PARTIAL)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        with wds.ShardWriter(str(partial / f"{KEPT}-%06d.tar"), maxcount=maxcount, verbose=0,
-                             mtime=FIXED_MTIME) as sink:
-            for url in sources:
-                for sample in wds.WebDataset(str(out / url), shardshuffle=False, empty_check=False):
-                    if sample["__key__"] in kept:
-                        sink.write(_restamp(sample, stamp))
-        for tar in partial.glob("*.tar"):
-            with open(tar, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(partial, view)
-    owner = {}
-    for tar in sorted(view.glob("*.tar")):
+    if view.is_dir():
+        return view
+    partial = view.with_name(tag + PARTIAL)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    wanted = set(kept)
+    with wds.ShardWriter(str(partial / f"{KEPT}-%06d.tar"), maxcount=maxcount, verbose=0, mtime=FIXED_MTIME) as sink:
+        for url in sorted({entries[k]["shard"] for k in kept}):
+            for sample in wds.WebDataset(str(out / url), shardshuffle=False, empty_check=False):
+                if sample["__key__"] in wanted:
+                    sink.write(_restamp(sample, stamp))
+    rows = {key: dict(entry) for key, entry in entries.items()}
+    for tar in sorted(partial.glob("*.tar")):
+        with open(tar, "rb") as f:
+            os.fsync(f.fileno())
         for key in tar_keys(tar)[0]:
-            owner[key] = tar.relative_to(out).as_posix()
-    return owner
+            rows[key]["shard"] = (view / tar.name).relative_to(out).as_posix()
+    write_table(partial / TABLE, list(rows.values()))
+    fault_point("refilter_view")
+    os.replace(partial, view)
+    return view
 
 
 def _restamp(sample: dict, stamp: dict[str, Any]) -> dict:
@@ -119,15 +126,17 @@ def refilter(out: str | Path, overrides: list[str]) -> dict[str, Any]:
     stamp = {"thresholds": {name: {k: list(v) for k, v in rule.items()} for name, rule in rules}}
     tag = hashlib.sha1(json.dumps([stamp, sorted(e["md5sum"] for e in shards.values())],
                                   sort_keys=True).encode()).hexdigest()[:12]
-    sources = sorted({entries[k]["shard"] for k in kept})
-    owner = build_view(out, tag, sources, set(kept), cfg.write.shard_maxcount, stamp)
-    for key in kept:
-        entries[key]["shard"] = owner[key]
+    view = build_view(out, tag, entries, kept, cfg.write.shard_maxcount, stamp)
 
-    view_shards = [shard_entry(p, len(tar_keys(p)[0]), out) for p in sorted((out / "views" / tag).glob("*.tar"))]
+    view_shards = [shard_entry(p, len(tar_keys(p)[0]), out) for p in sorted(view.glob("*.tar"))]
     summary = _summary(out, entries, kept, lost, stamp)
-    write_table(out / "samples.parquet", list(entries.values()))
-    write_manifest(out / "manifest.json", view_shards, cfg.to_dict(), summary, run_rejected, run_kept)
+    fault_point("refilter_manifest")
+    # the manifest is the commit point: it names the view's shards and the view's table
+    write_manifest(out / "manifest.json", view_shards, cfg.to_dict(), summary, run_rejected, run_kept,
+                   table=(view / TABLE).relative_to(out).as_posix())
+    fault_point("refilter_committed")
+    shutil.copyfile(view / TABLE, out / (TABLE + ".tmp"))
+    os.replace(out / (TABLE + ".tmp"), out / TABLE)  # the usual place, for people and scripts
     write_json_atomic(out / "summary.json", summary)
     save_config(cfg, out / "refilter.yaml")
     for old in (out / "views").iterdir():  # views the manifest no longer points at

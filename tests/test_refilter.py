@@ -102,3 +102,32 @@ def test_rejudge_counts_pairs_without_bytes():
     assert new["a"]["reason"] == "lmd_below_2.2" and new["c"] == entries["c"]
     new, kept, lost = rejudge(entries, [("mouth_distance", {"lmd": (">=", 1.0)})])
     assert kept == ["a"] and lost == 1 and new["b"]["fate"] == "rejected"
+
+
+REFILTER_KILL_POINTS = ["refilter_view", "refilter_manifest", "refilter_committed"]
+
+
+@pytest.mark.parametrize("point", REFILTER_KILL_POINTS)
+def test_a_killed_refilter_leaves_a_valid_output_and_finishes_on_rerun(strict_run, point):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    rows = pair_rows(strict_run)
+    lmds = sorted(r["score_lmd"] for r in rows.values() if r["score_lmd"] is not None)
+    cut = lmds[len(lmds) // 3] + 1e-3 * (1 + REFILTER_KILL_POINTS.index(point))  # unused so far: a new view
+    change = f"filters.mouth_distance.min_lmd={cut}"
+    killed = subprocess.run([sys.executable, "-m", "factory.cli", "refilter", str(strict_run), change],
+                            env={**os.environ, "FACTORY_FAULTS": f"{point}=kill"}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert verify(strict_run)[0] == []  # the old manifest, or the new one: either verifies
+    assert main(["refilter", str(strict_run), change]) == 0
+    assert kept_keys(strict_run) == sorted(k for k, r in rows.items() if r["score_lmd"] >= cut)
+    assert verify(strict_run)[0] == [] and not list(strict_run.rglob("*.partial"))
+    assert pair_rows(strict_run) == {k: r for k, r in read_table_of_manifest(strict_run).items()}
+
+
+def read_table_of_manifest(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {r["key"]: r for r in read_table(out / manifest["table"]) if r["kind"] == "pair"}
