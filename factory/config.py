@@ -121,6 +121,7 @@ class OcclusionConfig:
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"  # a config inside the sam2 package
     sam2_checkpoint: str | None = None  # local SAM 2 checkpoint (.pt), e.g. sam2.1_hiera_tiny.pt
     image_size: int = 512  # SAM 2 input resolution (1024 in the released models)
+    probe_frames: int = 3  # frames of each clip the VLM is asked about (first, middle, last)
     num_gpus: float = 1.0
     num_cpus: float = 1.0
     pool_size: int = 1

@@ -105,6 +105,23 @@ def test_track_propagates_forward_and_backward_from_a_middle_frame(tracker, clip
     assert [i for r, i in visited if r] == [2, 1, 0]
 
 
+def test_prompts_on_several_frames_condition_both_passes(tracker, clip, monkeypatch):
+    visited: list[tuple[bool, int]] = []
+    propagate = tracker.predictor.propagate_in_video
+
+    def spy(state, start_frame_idx, reverse=False, **kw):
+        for frame_idx, obj_ids, logits in propagate(state, start_frame_idx=start_frame_idx, reverse=reverse, **kw):
+            assert list(obj_ids) == [0, 1, 2]  # one object per box, whatever its frame
+            visited.append((reverse, frame_idx))
+            yield frame_idx, obj_ids, logits
+
+    monkeypatch.setattr(tracker.predictor, "propagate_in_video", spy)
+    masks = tracker.track_prompts(clip, {3: [(10, 30, 40, 60)], 1: [(30, 5, 70, 20), (0, 0, 8, 8)]})
+    assert masks.shape == (4, S, S) and masks.dtype == bool  # bf16 memories on CPU: no dtype clash
+    assert [i for r, i in visited if not r] == [1, 2, 3]  # forward from the first prompted frame
+    assert [i for r, i in visited if r] == [3, 2, 1, 0]  # backward from the last
+
+
 def test_no_boxes_means_no_occluder_and_no_model_run(tracker, clip, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model ran for a clip without occluders")

@@ -62,9 +62,9 @@ def test_boxes_are_found_propagated_stored_and_reused(clips, tiny_qwen_path):  #
     s.logits_processor = ForceText(s.vlm.processor.tokenizer, HAND)
     (record,) = s([clip_record(clips)])
     assert not record.rejected
-    (occluder,) = record.meta["occluders"]
-    assert occluder["label"] == "hand"
-    assert occluder["box"] == [84, 139, 170, 197]  # back in crop pixels (x 256/112), widened to whole pixels
+    # asked about frames 0, 2 and 3 in one batch; boxes back in crop pixels (x 256/112), widened
+    assert record.meta["occluders"] == [{"frame": f, "label": "hand", "box": [84, 139, 170, 197]} for f in (0, 2, 3)]
+    assert s.logits_processor.batch_sizes == [3]
     masks = load_occlusion(clips / "real.npz")
     assert masks.shape == (T, S, S) and masks.dtype == bool
     asked = s.logits_processor.calls
@@ -78,7 +78,7 @@ def test_a_nonsense_answer_twice_rejects_the_clip(clips, tiny_qwen_path):  # noq
     s.setup()
     s.logits_processor = ForceText(s.vlm.processor.tokenizer, "maybe a hand?")
     (record,) = s([clip_record(clips)])
-    assert record.rejected == "occlusion_vlm_malformed" and s.logits_processor.calls == 2
+    assert record.rejected == "occlusion_vlm_malformed" and s.logits_processor.batch_sizes == [3, 3]
     assert not occlusion_path(clips / "real.npz").exists()
 
 

@@ -97,7 +97,7 @@ def test_resized_size_is_what_the_model_saw(vlm, monkeypatch):
 
 def test_forced_box_comes_back_in_frame_pixels(vlm):
     force = ForceText(vlm.processor.tokenizer, HAND)
-    assert ground_occluders(vlm, clip(), logits_processor=force) == ([HAND_IN_FRAME], None)
+    assert ground_occluders(vlm, clip(), logits_processor=force) == ([(2, *HAND_IN_FRAME)], None)
     assert force.calls == 1 and force.batch_sizes == [1]  # one frame, one question
 
 
@@ -113,10 +113,23 @@ def test_garbage_twice_gives_the_malformed_reason(vlm):
 
 def test_retry_can_recover(vlm):
     force = ForceText(vlm.processor.tokenizer, "no idea", HAND)
-    assert ground_occluders(vlm, clip(), logits_processor=force) == ([HAND_IN_FRAME], None)
+    assert ground_occluders(vlm, clip(), logits_processor=force) == ([(2, *HAND_IN_FRAME)], None)
     assert force.calls == 2
 
 
 def test_random_model_output_does_not_crash(vlm):
     boxes, reason = ground_occluders(vlm, clip(), max_new_tokens=24)
     assert reason in (None, MALFORMED) and isinstance(boxes, list)
+
+
+def test_several_probe_frames_in_one_batch_and_only_malformed_ones_retried(vlm):
+    force = ForceText(vlm.processor.tokenizer, ["[]", HAND, "a hand, maybe"], [HAND])
+    found, reason = ground_occluders(vlm, clip(), logits_processor=force, probes=3)
+    assert reason is None and found == [(2, *HAND_IN_FRAME), (4, *HAND_IN_FRAME)]  # probes 0, 2 and 4
+    assert force.batch_sizes == [3, 1]
+
+
+def test_probe_frames_spread_over_the_clip():
+    from factory.vlm.grounding import probe_indices
+
+    assert probe_indices(77, 1) == [38] and probe_indices(77, 3) == [0, 38, 76] and probe_indices(2, 5) == [0, 1]

@@ -1,4 +1,4 @@
-"""SAM 2 video propagation of occluder boxes given on one frame, frames fed from memory.
+"""SAM 2 video propagation of occluder boxes given on some frames, frames fed from memory.
 
 Mirrors sam2 1.1.0: `SAM2VideoPredictor.init_state` only reads frames through
 `sam2.sam2_video_predictor.load_video_frames` (a JPEG folder or an mp4). We swap that one loader
@@ -46,25 +46,37 @@ class OcclusionTracker:
         self.predictor = build_sam2_video_predictor(
             config_name, ckpt_path=checkpoint if checkpoint and Path(checkpoint).is_file() else None,
             device=self.device, hydra_overrides_extra=[f"++model.image_size={image_size}"])
+        if self.device.type != "cuda":
+            self.predictor.memory_attention.register_forward_pre_hook(_memory_to_float32, with_kwargs=True)
 
     def track(self, frames: np.ndarray, boxes: list[tuple[int, int, int, int]], frame_index: int) -> np.ndarray:
         """(T, H, W) bool: the union of every box's object mask, propagated from `frame_index` both ways.
 
         `frames` are (T, H, W, 3) uint8 RGB; boxes are (x1, y1, x2, y2) pixels on frame `frame_index`.
         """
+        return self.track_prompts(frames, {frame_index: boxes})
+
+    def track_prompts(self, frames: np.ndarray, prompts: dict[int, list[tuple[int, int, int, int]]]) -> np.ndarray:
+        """Like `track`, with boxes on several frames (one object each): forward from the first
+        prompted frame, backward from the last, so every prompt conditions both passes."""
         num_frames, height, width = frames.shape[:3]
         union = np.zeros((num_frames, height, width), bool)
-        boxes = [b for b in (_clip_box(b, width, height) for b in boxes) if b is not None]
-        if not boxes:  # nothing occludes the face: no model run at all
+        prompts = {k: [b for b in (_clip_box(b, width, height) for b in boxes) if b is not None]
+                   for k, boxes in prompts.items()}
+        prompts = {k: boxes for k, boxes in prompts.items() if boxes}
+        if not prompts:  # nothing occludes the face: no model run at all
             return union
         with torch.inference_mode(), self._autocast():
             state = self._init_state(frames)
-            for obj_id, box in enumerate(boxes):
-                self.predictor.add_new_points_or_box(state, frame_idx=frame_index, obj_id=obj_id,
-                                                     box=np.asarray(box, np.float32))
-            for reverse in (False, True):
+            obj_id = 0
+            for frame_index, boxes in sorted(prompts.items()):
+                for box in boxes:
+                    self.predictor.add_new_points_or_box(state, frame_idx=frame_index, obj_id=obj_id,
+                                                         box=np.asarray(box, np.float32))
+                    obj_id += 1
+            for reverse, start in ((False, min(prompts)), (True, max(prompts))):
                 for idx, _, logits in self.predictor.propagate_in_video(
-                        state, start_frame_idx=frame_index, reverse=reverse):
+                        state, start_frame_idx=start, reverse=reverse):
                     union[idx] |= (logits > 0.0).any(dim=0)[0].cpu().numpy()
         return union
 
@@ -82,6 +94,16 @@ class OcclusionTracker:
 
         with _LOADER_LOCK, mock.patch("sam2.sam2_video_predictor.load_video_frames", load_from_memory):
             return self.predictor.init_state(video_path="<in-memory>")
+
+
+def _memory_to_float32(module, args, kwargs):
+    """SAM 2 keeps memory features in bf16 to save GPU memory and relies on CUDA autocast to mix
+    them with fp32 weights; without autocast (CPU), memories from several prompted frames stay
+    all-bf16 and attention fails. Cast them back."""
+    for name in ("memory", "memory_pos"):
+        if isinstance(kwargs.get(name), torch.Tensor):
+            kwargs[name] = kwargs[name].float()
+    return args, kwargs
 
 
 def _normalised_images(frames: np.ndarray, image_size: int, device: torch.device) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Occlusion masks, before generation (X-Dub): the VLM says whether anything is in front of the
-face and boxes it, SAM 2 propagates the boxes' masks through the clip, and the masks are stored
+face and boxes it on a few frames of the clip (`occlusion.probe_frames`, spread evenly, asked in
+one batch: an occluder that comes and goes is still seen), SAM 2 propagates the boxes' masks
+through the clip, and the masks are stored
 beside the clip. The generate stage then re-renders only `M_face and not M_occ`, so a hand or a
 microphone in front of the mouth is kept, not painted over.
 
@@ -51,11 +53,15 @@ class OcclusionStage(Stage):
                 record.meta["occluders"] = json.loads(str(z["occluders"]))
             return record
         frames = load_clip(path).frames
-        boxes, reason = ground_occluders(self.vlm, frames, logits_processor=self.logits_processor)
+        found, reason = ground_occluders(self.vlm, frames, logits_processor=self.logits_processor,
+                                         probes=self.cfg.probe_frames)
         if reason:
             return record.reject(reason, self.name)
-        masks = self.tracker.track(frames, [box for _, box in boxes], frame_index=len(frames) // 2)
-        occluders = [{"label": label, "box": [int(v) for v in box]} for label, box in boxes]
+        prompts: dict[int, list] = {}
+        for frame, _, box in found:
+            prompts.setdefault(frame, []).append(box)
+        masks = self.tracker.track_prompts(frames, prompts)
+        occluders = [{"frame": frame, "label": label, "box": [int(v) for v in box]} for frame, label, box in found]
         save_occlusion(path, masks, json.dumps(occluders))
         record.meta["occluders"] = occluders
         return record

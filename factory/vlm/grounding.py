@@ -90,18 +90,34 @@ def parse_boxes(text: str, resized_hw: tuple[int, int], original_hw: tuple[int, 
     return None
 
 
+def probe_indices(num_frames: int, probes: int) -> list[int]:
+    """Frames to ask about, spread evenly (1 probe: the middle frame)."""
+    if probes <= 1:
+        return [num_frames // 2]
+    return sorted({int(i) for i in np.linspace(0, num_frames - 1, probes).round()})
+
+
 def ground_occluders(vlm: QwenVL, frames: np.ndarray, logits_processor=None,
-                     max_new_tokens: int = GROUNDING_MAX_NEW_TOKENS) -> tuple[list[tuple[str, Box]], str | None]:
-    """Occluder boxes on the clip's middle frame (the frame SAM 2 propagates from), and a rejection
-    reason when the model answered nonsense twice."""
-    frame = np.asarray(frames[len(frames) // 2])
-    original_hw = frame.shape[:2]
-    resized_hw = vlm.resized_hw(*original_hw)
+                     max_new_tokens: int = GROUNDING_MAX_NEW_TOKENS,
+                     probes: int = 1) -> tuple[list[tuple[int, str, Box]], str | None]:
+    """Occluder boxes as (frame index, label, box) on `probes` frames of the clip, asked in one
+    batch, and a rejection reason when the model answered nonsense twice for any probed frame
+    (an occluder on an unchecked frame could be painted over)."""
+    indices = probe_indices(len(frames), probes)
+    found: dict[int, list[tuple[str, Box]]] = {}
     prompts = [GROUNDING_PROMPT, GROUNDING_PROMPT + RETRY_HINT]  # greedy: the retry must change the input
     for attempt, prompt in enumerate(prompts):
-        text = vlm.chat([frame[None]], [prompt], max_new_tokens, logits_processor=logits_processor)[0]
-        boxes = parse_boxes(text, resized_hw, original_hw)
-        if boxes is not None:
-            return boxes, None
-        log.warning("occluder grounding: malformed answer (attempt %d): %r", attempt + 1, text[:200])
+        todo = [i for i in indices if i not in found]
+        images = [np.asarray(frames[i])[None] for i in todo]
+        texts = vlm.chat(images, [prompt] * len(todo), max_new_tokens, logits_processor=logits_processor)
+        for i, text in zip(todo, texts):
+            original_hw = frames[i].shape[:2]
+            boxes = parse_boxes(text, vlm.resized_hw(*original_hw), original_hw)
+            if boxes is None:
+                log.warning("occluder grounding: malformed answer on frame %d (attempt %d): %r", i, attempt + 1,
+                            text[:200])
+            else:
+                found[i] = boxes
+        if len(found) == len(indices):
+            return [(i, label, box) for i in indices for label, box in found[i]], None
     return [], MALFORMED
