@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import numpy as np
 
-# MediaPipe's C++ logging prints a few harmless warnings per graph; keep worker logs readable.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """MediaPipe's C++ side prints a few harmless warnings when a graph starts and on its first
+    frame, straight to file descriptor 2 (absl, before any log set-up; deaf to GLOG_*): hide
+    them, only then, so worker logs stay readable. Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
 
 # Landmark index groups of MediaPipe's 478-point mesh.
 LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
@@ -44,6 +60,7 @@ class FaceLandmarker:
         self._roi: tuple[float, float, float] | None = None  # centre x, centre y, side (pixels)
         self._since_detection = 0
         self._crowded = False
+        self._quiet_frames = 2  # the first frames, when MediaPipe's graphs print start-up warnings
 
     def _open(self) -> None:
         import mediapipe as mp  # imported lazily: heavy, and only needed on workers
@@ -58,6 +75,13 @@ class FaceLandmarker:
             model_selection=1, min_detection_confidence=self.min_confidence)  # full range: small faces too
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        if self._quiet_frames > 0:
+            self._quiet_frames -= 1
+            with native_stderr_silenced():
+                return self._detect(rgb)
+        return self._detect(rgb)
+
+    def _detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         if self._mesh is None:
             self._open()
         rgb = np.ascontiguousarray(rgb)
@@ -74,7 +98,7 @@ class FaceLandmarker:
                 faces.append(pts)
             elif i == 0 and not due:  # lost the track: look again on this very frame
                 self._roi = None
-                return self.detect(rgb)
+                return self._detect(rgb)
         if faces:
             self._roi = self._roi_of(faces[0])
         else:
@@ -117,9 +141,10 @@ class FaceLandmarker:
         self._roi = None
 
     def close(self) -> None:
-        for model in (self._mesh, self._other_mesh, self._detector):
-            if model is not None:
-                model.close()
+        with native_stderr_silenced():  # graph teardown warns too
+            for model in (self._mesh, self._other_mesh, self._detector):
+                if model is not None:
+                    model.close()
         self._mesh = self._other_mesh = self._detector = None
         self._roi = None
 
