@@ -11,17 +11,28 @@ import zlib
 
 import numpy as np
 
+from dataclasses import dataclass, field
+
 from augment import occlusion, relight
-from factory.config import AugmentConfig
 from factory.records import Record
 from factory.stage import Resources, Stage
 
 
+@dataclass
+class AugmentConfig:
+    share: float = 0.05  # fraction of kept pairs augmented (the same transform on both sides)
+    occlusion: bool = True  # moving synthetic occluders: textured shapes, hand-like blobs
+    relight: bool = True  # static colour/intensity, or a moving coloured light
+    resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
+
+
 class AugmentStage(Stage):
     name = "augment"
+    requires = ("real_frames", "syn_frames")
+    provides = ("real_frames", "syn_frames")
 
-    def __init__(self, cfg: AugmentConfig, seed: int, resources: Resources | None = None):
-        super().__init__(resources)
+    def __init__(self, cfg: AugmentConfig, seed: int):
+        super().__init__(cfg.resources)
         self.cfg, self.seed = cfg, seed
         self.kinds = [k for k, on in (("occlusion", cfg.occlusion), ("relight", cfg.relight)) if on]
 
@@ -34,14 +45,15 @@ class AugmentStage(Stage):
             if not self.kinds or rng.random() >= self.cfg.share:
                 continue
             kind = self.kinds[int(rng.integers(len(self.kinds)))]
-            real, syn = record.media["real_frames"], record.media["syn_frames"]
+            media = record.media
+            real, syn = media.real_frames, media.syn_frames
             if kind == "occlusion":
                 params = occlusion.sample_params(rng)
-                record.media["real_frames"], _ = occlusion.apply(real, params)
-                record.media["syn_frames"], _ = occlusion.apply(syn, params)
+                media.real_frames, _ = occlusion.apply(real, params)
+                media.syn_frames, _ = occlusion.apply(syn, params)
             else:
                 params = relight.sample_params(rng)
-                record.media["real_frames"] = relight.apply(real, params)
-                record.media["syn_frames"] = relight.apply(syn, params)
+                media.real_frames = relight.apply(real, params)
+                media.syn_frames = relight.apply(syn, params)
             record.meta["augment"] = {"kind": kind, "params": params.to_dict()}
         return records

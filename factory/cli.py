@@ -1,12 +1,13 @@
-"""`factory run CONFIG [key=value ...]`: the command-line entry point."""
+"""`factory run|ingest|pairs|refilter|verify ...`: the command-line entry point."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
-from factory.config import ConfigError, load_config
+from factory.config import ConfigError
 
 EXIT_CONFIG, EXIT_NO_INPUT, EXIT_RESOURCES = 2, 3, 4
 
@@ -14,10 +15,13 @@ EXIT_CONFIG, EXIT_NO_INPUT, EXIT_RESOURCES = 2, 3, 4
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="factory", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="ingest videos, make pairs, write shards and a manifest")
-    run.add_argument("config", help="YAML file, e.g. configs/demo.yaml")
-    run.add_argument("overrides", nargs="*", help="key=value, e.g. out=runs/x executor.kind=local")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    for name, text in (("run", "ingest videos, make pairs, write shards and a manifest"),
+                       ("ingest", "ingest videos into a clip store (no pairs)"),
+                       ("pairs", "make pairs from clip stores (clip_stores=[...]), write shards and a manifest")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("config", help="YAML file, e.g. configs/demo.yaml")
+        cmd.add_argument("overrides", nargs="*", help="key=value, e.g. out=runs/x executor.kind=local")
+        cmd.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     refilter = sub.add_parser("refilter", help="re-judge a finished run's recorded scores with new thresholds")
     refilter.add_argument("out", help="the run's output directory")
     refilter.add_argument("overrides", nargs="*", help="filters.key=value, e.g. filters.identity.min_csim=0.9")
@@ -29,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "run":
-        return run_command(args.config, args.overrides, progress=not args.quiet)
+    if args.command in ("run", "ingest", "pairs"):
+        return run_command(args.config, args.overrides, progress=not args.quiet, command=args.command)
     if args.command == "verify":
         return verify_command(args.out)
     if args.command == "refilter":
@@ -70,21 +74,25 @@ def refilter_command(out: str, overrides: list[str]) -> int:
     return 0
 
 
-def run_command(config_path: str, overrides: list[str], progress: bool = True) -> int:
+def run_command(config_path: str, overrides: list[str], progress: bool = True, command: str = "run") -> int:
     from factory.executors import make_executor
     from factory.executors.ray_executor import ResourceError
+    from factory.payload import ContractError
     from factory.summary import format_summary
-    from pipelines.pseudo_pairs import NoInputError, run
+    from pipelines.ingest import NoInputError, run_ingest
+    from pipelines.pseudo_pairs import run, run_pairs
+    from pipelines.settings import load_factory_config
 
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_factory_config(config_path, overrides)
         executor = make_executor(cfg.executor)
     except (ConfigError, ValueError) as exc:
         print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    job = {"run": run, "ingest": run_ingest, "pairs": run_pairs}[command]
     try:
-        summary = run(cfg, executor, progress=progress and cfg.executor.progress)
-    except ConfigError as exc:
+        summary = job(cfg, executor, progress=progress and cfg.executor.progress)
+    except (ConfigError, ContractError) as exc:
         print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except NoInputError as exc:
@@ -95,6 +103,10 @@ def run_command(config_path: str, overrides: list[str], progress: bool = True) -
         return EXIT_RESOURCES
     finally:
         executor.close()
+    if command == "ingest":
+        print(json.dumps(summary, indent=1))
+        print(f"clip store: {summary['clip_store']}")
+        return 0
     print(format_summary(summary))
     print(f"output: {cfg.out}/manifest.json")
     return 0

@@ -29,25 +29,23 @@ def load_clip(path: str | Path) -> Clip:
         return Clip(z["frames"], z["landmarks"], z["transforms"], z["audio"])
 
 
-def occlusion_path(clip_path: str | Path) -> Path:
-    """Occluder masks of a clip live beside it: the occlusion stage may run later than ingest."""
-    return Path(clip_path).with_suffix(".occlusion.npz")
+def occlusion_path(clip_path: str | Path, tag: str) -> Path:
+    """Occluder masks of a clip live beside it (the occlusion stage may run later than ingest),
+    named by the tag of the settings that made them."""
+    return Path(clip_path).with_suffix(f".occlusion-{tag}.npz")
 
 
-def save_occlusion(clip_path: str | Path, masks: np.ndarray, occluders_json: str = "[]") -> None:
+def save_occlusion(path: str | Path, masks: np.ndarray, occluders_json: str = "[]") -> None:
     """(T, S, S) bool occluder masks, bit-packed (a 77-frame 256 clip: 0.6 MB instead of 5),
-    with the VLM's labelled boxes as JSON."""
-    path = occlusion_path(clip_path)
+    with the VLM's labelled boxes as JSON, at `path` (see occlusion_path)."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, bits=np.packbits(masks.astype(bool), axis=-1), shape=np.array(masks.shape),
              occluders=np.array(occluders_json))
     os.replace(tmp, path)
 
 
-def load_occlusion(clip_path: str | Path) -> np.ndarray | None:
-    path = occlusion_path(clip_path)
-    if not path.exists():
-        return None
+def load_occlusion(path: str | Path) -> np.ndarray:
     with np.load(path) as z:
         shape = tuple(z["shape"])
         return np.unpackbits(z["bits"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from factory.config import ConfigError, InputConfig
+from factory.config import ConfigError
 from factory.records import Record
+
+
+@dataclass
+class InputConfig:
+    paths: list[str] = field(default_factory=list)  # video files or folders (searched recursively)
+    demo: bool = False  # make the embedded demo videos (real face photo + espeak-ng speech) first
+    speaker_map: str | None = None  # JSON {video path or stem: speaker id}; default speaker = video
+    extensions: list[str] = field(default_factory=lambda: [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"])
 
 
 def video_key(path: Path) -> str:

@@ -7,8 +7,15 @@ from collections import defaultdict
 
 import numpy as np
 
-from factory.config import PairConfig
+from dataclasses import dataclass
+
 from factory.records import Record
+
+
+@dataclass
+class PairConfig:
+    cross_video: bool = False  # also pair clips of the same speaker from other videos
+    min_mouth_difference: float = 0.0  # mouth-opening difference (template px) below which no pair is made
 
 
 def mouth_difference(a: list[float], b: list[float]) -> float:

@@ -10,14 +10,15 @@ from typing import Any
 class Record:
     """A unit of work: a video, a clip or a pair.
 
-    `media` holds arrays (frames, audio, landmarks); `meta` holds JSON-able facts (provenance,
+    `media` holds a pair's arrays (a `factory.payload.PairMedia`; None for videos and clips, whose
+    arrays stay in the clip store); `meta` holds JSON-able facts (provenance,
     scores). A record that a stage rejects keeps flowing, with `meta["rejected"]` set, so the
     writer can record its fate: nothing is ever dropped silently.
     """
 
     key: str
     kind: str  # "video" | "clip" | "pair"
-    media: dict[str, Any] = field(default_factory=dict)
+    media: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -33,5 +34,5 @@ class Record:
         self.meta["rejected"] = reason
         if stage:
             self.meta["rejected_by"] = stage
-        self.media.clear()  # a rejected record carries no heavy payload downstream
+        self.media = None  # a rejected record carries no heavy payload downstream
         return self

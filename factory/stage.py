@@ -10,19 +10,31 @@ import copy
 import logging
 import traceback
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from factory.records import Record
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Resources:
+    """What a stage asks of the executor; also the `resources:` section of every component's
+    settings (e.g. `generate.resources.num_gpus=0.5`)."""
+
     num_cpus: float = 1.0
     num_gpus: float = 0.0  # fractions allowed: 0.5 packs two actors on one GPU
     batch_size: int = 1
     pool_size: int = 1  # actors in the Ray executor's pool
+
+
+@dataclass
+class FilterConfig:
+    """Settings every filter has; a filter's settings class extends it with its thresholds."""
+
+    enabled: bool = True
+    resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
 
 
 class Stage:
@@ -30,6 +42,10 @@ class Stage:
 
     name: str = "stage"
     retries: int = 1  # extra attempts for a record whose processing raised
+    # the pair payload fields (factory.payload.PairMedia) this stage reads and writes; the stage
+    # list is checked against them before any work (factory.payload.check_contracts)
+    requires: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
 
     def __init__(self, resources: Resources | None = None):
         self.resources = resources or Resources()
@@ -50,7 +66,7 @@ class Stage:
         active = [r for r in batch if not r.rejected]
         if not active:
             return passthrough
-        snapshot = [(dict(r.media), copy.deepcopy(r.meta)) for r in active]
+        snapshot = [(copy.copy(r.media), copy.deepcopy(r.meta)) for r in active]
         try:
             out = self.process(active)
         except Exception:  # a bad batch: undo its partial edits, then isolate the record that breaks
@@ -64,9 +80,9 @@ class Stage:
         return passthrough + out
 
     def _process_one_safely(self, record: Record) -> list[Record]:
-        media, meta = dict(record.media), copy.deepcopy(record.meta)
+        media, meta = copy.copy(record.media), copy.deepcopy(record.meta)
         for attempt in range(1 + self.retries):  # transient errors (a busy GPU, a flaky mount) pass
-            record.media, record.meta = dict(media), copy.deepcopy(meta)
+            record.media, record.meta = copy.copy(media), copy.deepcopy(meta)
             try:
                 return self.process([record])
             except Exception as exc:
@@ -88,11 +104,11 @@ class Filter(Stage):
     reason `<score>_<below|above>`.
     """
 
-    soft = False  # set by the pipeline when `write.keep_rejected`: failing pairs are kept aside
-
-    def __init__(self, thresholds: dict[str, tuple[str, float]], resources: Resources | None = None):
+    def __init__(self, thresholds: dict[str, tuple[str, float]], resources: Resources | None = None,
+                 soft: bool = False):
         super().__init__(resources)
         self.thresholds = thresholds
+        self.soft = soft  # `write.keep_rejected`: failing pairs are marked and kept aside
 
     def score(self, record: Record) -> dict[str, float]:
         raise NotImplementedError
@@ -126,3 +142,19 @@ def threshold_verdict(scores: dict[str, float], thresholds: dict[str, tuple[str,
         if not _OPS[op](scores[name], value):
             return f"{name}_{'below' if op.startswith('>') else 'above'}_{value:g}"
     return None
+
+
+ModelPath = tuple[str, "str | None", str]  # (key inside the filter's section, path, "file" | "folder")
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """Everything the factory needs to know about a filter, in one registry entry
+    (filters/registry.py): the pipeline builds it, `refilter` re-judges with its thresholds, the
+    model-path check and the README-table test read its settings."""
+
+    name: str  # its section: filters.<name>
+    settings: type  # a FilterConfig subclass
+    build: Callable[..., Filter]  # build(settings, soft=bool) -> the filter stage
+    thresholds: Callable[[Any], dict[str, tuple[str, float]]]  # from settings alone, no models
+    model_paths: Callable[[Any], list[ModelPath]] = lambda settings: []

@@ -11,15 +11,27 @@ light and background, so it must beat that. Run the script on your own data to r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from factory.config import ConfigError, IdentityConfig
+from factory.config import ConfigError
 from factory.devices import pick_device
 from factory.faces.embedders import build_embedder
+from factory.metrics.csim import csim
+from factory.metrics.frames import evenly_spaced
 from factory.records import Record
-from factory.stage import Filter, Resources
+from factory.stage import Filter, FilterConfig, FilterSpec, ModelPath
 
 DEFAULT_MIN_CSIM = {"dlib": 0.96, "arcface": 0.85}  # dlib: bench/calibrate_identity.py
+
+
+@dataclass
+class IdentityConfig(FilterConfig):
+    backend: str = "dlib"  # "dlib": ResNet weights shipped in face-recognition-models; "arcface": insightface ONNX
+    arcface_path: str | None = None  # local ArcFace ONNX (e.g. w600k_r50.onnx), needed by backend=arcface
+    min_csim: float | None = None  # keep when CSIM >= this; None: the backend's calibrated default
+    frames: int = 8  # frames sampled evenly from each clip
 
 
 def identity_thresholds(cfg: IdentityConfig) -> dict[str, tuple[str, float]]:
@@ -29,28 +41,26 @@ def identity_thresholds(cfg: IdentityConfig) -> dict[str, tuple[str, float]]:
     return {"csim": (">=", floor)}
 
 
-def sample_frames(n: int, k: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
-
-
-def csim(real: np.ndarray, syn: np.ndarray) -> float:
-    """Mean cosine of row-aligned unit embeddings."""
-    return float(np.mean(np.sum(real * syn, axis=1)))
+def identity_model_paths(cfg: IdentityConfig) -> list[ModelPath]:
+    return [("arcface_path", cfg.arcface_path, "file")] if cfg.backend == "arcface" else []
 
 
 class IdentityFilter(Filter):
     name = "identity"
+    requires = ("real_frames", "syn_frames")
 
-    def __init__(self, cfg: IdentityConfig):
-        super().__init__(identity_thresholds(cfg), Resources(
-            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, pool_size=cfg.pool_size))
+    def __init__(self, cfg: IdentityConfig, soft: bool = False):
+        super().__init__(identity_thresholds(cfg), cfg.resources, soft)
         self.cfg = cfg
 
     def setup(self) -> None:
         self.embedder = build_embedder(self.cfg.backend, self.cfg.arcface_path, pick_device())
 
     def score(self, record: Record) -> dict[str, float]:
-        real, syn = record.media["real_frames"], record.media["syn_frames"]
-        idx = sample_frames(min(len(real), len(syn)), self.cfg.frames)
+        real, syn = record.media.real_frames, record.media.syn_frames
+        idx = evenly_spaced(min(len(real), len(syn)), self.cfg.frames)
         emb = self.embedder.embed(np.concatenate([real[idx], syn[idx]]))
         return {"csim": round(csim(emb[: len(idx)], emb[len(idx):]), 4)}
+
+
+SPEC = FilterSpec("identity", IdentityConfig, IdentityFilter, identity_thresholds, identity_model_paths)

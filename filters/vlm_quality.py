@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from factory.config import VLMQualityConfig
+from factory.metrics.frames import evenly_spaced
 from factory.records import Record
-from factory.stage import Filter, Resources
+from factory.stage import Filter, FilterConfig, FilterSpec, ModelPath, Resources
 from factory.vlm.quality import ASPECTS, QUALITY_PROMPT, RETRY_HINT, parse_quality
 
 log = logging.getLogger(__name__)
@@ -27,13 +29,23 @@ MALFORMED = "vlm_malformed_answer"
 CLIP_FPS = 25  # the factory's clip rate, when a record does not say
 
 
+@dataclass
+class VLMQualityConfig(FilterConfig):
+    enabled: bool = False  # needs a local model
+    model_path: str | None = None  # local Qwen2.5-VL folder (config, weights, tokenizer, processor)
+    min_mean: float = 4.0  # keep when the mean of the six 1-5 aspect scores is above this
+    frames: int = 8  # frames of the synthetic clip shown to the model
+    max_pixels: int = 224 * 224  # per frame, after the processor's resize
+    max_new_tokens: int = 160
+    resources: Resources = field(default_factory=lambda: Resources(num_gpus=1.0, batch_size=4))
+
+
 def vlm_quality_thresholds(cfg: VLMQualityConfig) -> dict[str, tuple[str, float]]:
     return {"vlm_mean": (">", cfg.min_mean)}
 
 
-def evenly(n: int, k: int) -> np.ndarray:
-    """Up to k frame indices spread evenly over n frames."""
-    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
+def vlm_quality_model_paths(cfg: VLMQualityConfig) -> list[ModelPath]:
+    return [("model_path", cfg.model_path, "folder")]
 
 
 def named_scores(aspects: dict[str, float]) -> dict[str, float]:
@@ -44,10 +56,10 @@ def named_scores(aspects: dict[str, float]) -> dict[str, float]:
 
 class VLMQualityFilter(Filter):
     name = "vlm_quality"
+    requires = ("syn_frames",)
 
-    def __init__(self, cfg: VLMQualityConfig, logits_processor=None):
-        super().__init__(vlm_quality_thresholds(cfg), Resources(
-            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, batch_size=cfg.batch_size, pool_size=cfg.pool_size))
+    def __init__(self, cfg: VLMQualityConfig, soft: bool = False, logits_processor=None):
+        super().__init__(vlm_quality_thresholds(cfg), cfg.resources, soft)
         self.cfg = cfg
         self.logits_processor = logits_processor  # for tests and constrained decoding
 
@@ -72,9 +84,12 @@ class VLMQualityFilter(Filter):
     def ask(self, records: list[Record], prompt: str) -> list[str]:
         clips, fps = [], []
         for record in records:
-            frames = record.media["syn_frames"]
-            idx = evenly(len(frames), self.cfg.frames)
+            frames = record.media.syn_frames
+            idx = evenly_spaced(len(frames), self.cfg.frames)
             clips.append(frames[idx])
             fps.append(record.meta.get("fps", CLIP_FPS) * len(idx) / len(frames))
         return self.vlm.chat(clips, [prompt] * len(records), self.cfg.max_new_tokens,
                              logits_processor=self.logits_processor, fps=fps)
+
+
+SPEC = FilterSpec("vlm_quality", VLMQualityConfig, VLMQualityFilter, vlm_quality_thresholds, vlm_quality_model_paths)

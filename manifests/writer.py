@@ -19,12 +19,25 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass, field
+
 import webdataset as wds
 
 from factory.faults import fault_point
 from factory.records import Record
+from factory.stage import Resources
 from manifests.format import shard_entry
 from manifests.ledger import Ledger
+
+@dataclass
+class WriteConfig:
+    shard_maxcount: int = 64
+    shard_maxsize: int = 1_000_000_000
+    video_crf: int = 18
+    previews: int = 16  # side-by-side previews to write (0 = none)
+    keep_rejected: bool = True  # pairs failing a threshold go to rejected-*.tar, so refilter can loosen
+    resources: Resources = field(default_factory=lambda: Resources(pool_size=2))  # the encode stage's
+
 
 PARTIAL = ".partial"
 KEPT, REJECTED = "pairs", "rejected"  # shard name prefixes
@@ -93,6 +106,10 @@ class ShardSink:
             keys, metas = tar_keys(tar)  # renamed, but the ledger never heard of it: adopt it
             self._commit(tar, [(k, metas[k]) for k in keys])
 
+    def entries(self) -> list[dict[str, Any]]:
+        """Every fate recorded so far (this run and the runs it resumed)."""
+        return list(self.ledger.entries.values())
+
     def done(self, key: str) -> bool:
         return key in self.ledger
 
@@ -121,7 +138,7 @@ class ShardSink:
             return
         writer = self._writer(REJECTED if record.filtered else KEPT)
         sample = {"__key__": record.key}
-        sample.update(record.media["files"])
+        sample.update(record.media.files)
         writer.write(sample)
         self._pending[writer.fname].append(record)
         self.written += 0 if record.filtered else 1

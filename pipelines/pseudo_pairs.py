@@ -1,16 +1,17 @@
-"""The pseudo-pair pipeline: videos -> clips -> (clip, alternative clip) -> pairs -> shards.
+"""The pseudo-pair pipeline: clip store(s) -> (clip, alternative clip) -> pairs -> shards.
 
-    ingest (per video, on workers) -> [occlusion masks (per clip, GPU)]
-    -> pair (driver: needs all clips of a speaker)
-    -> generate + mouth distance + encode (per pair, on workers) -> write (driver)
+    [occlusion masks (per clip, GPU)] -> pair (driver: needs all clips of a speaker)
+    -> generate -> track -> filters -> augment -> encode (per pair, on workers) -> write (driver)
 
+`factory pairs` reads existing clip stores; `factory run` ingests first (pipelines/ingest.py).
 Every clip ends exactly once in the ledger, kept (in a committed shard) or rejected with a
-reason; a rerun of the same command skips what the ledger already holds.
+reason; a rerun of the same command skips what the ledger already holds. An output folder holds
+one configuration: a rerun whose settings would shape samples differently is refused.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,139 +19,173 @@ from typing import Any
 from tqdm import tqdm
 
 from augment.stage import AugmentStage
-from factory.config import FactoryConfig, save_config
+from factory.clip_store import ClipStore
+from factory.config import ConfigError, differences, digest, save_config
 from factory.faults import fault_point
-from factory.inputs import discover_videos
-from factory.model_paths import check_model_paths
+from factory.files import atomic_write
 from factory.pairing import make_pairs
+from factory.payload import check_contracts
 from factory.records import Record
-from factory.stage import Filter, Resources
+from factory.stage import Stage
 from factory.stages.encode import EncodeStage
 from factory.stages.generate import GenerateStage
-from factory.stages.ingest import IngestStage
+from factory.stages.track import TrackStage
 from factory.summary import summarise
-from filters.identity import IdentityFilter
-from filters.mouth_distance import MouthDistanceFilter
+from filters.registry import enabled_filters
 from manifests.format import write_json_atomic, write_manifest
 from manifests.table import write_table
 from manifests.writer import ShardSink, write_preview
+from pipelines.ingest import NoInputError, clip_store_for, find_videos, ingest  # noqa: F401  (NoInputError: CLI)
+from pipelines.model_paths import check_model_paths
+from pipelines.settings import FactoryConfig, pairs_identity
 
-log = logging.getLogger(__name__)
+IDENTITY = Path("state") / "identity.json"
 
 
-class NoInputError(RuntimeError):
-    """Nothing readable to work on: the one input problem that fails the whole run."""
-
-
-def pair_stages(cfg: FactoryConfig) -> list:
-    cpu = Resources(num_cpus=cfg.generate.num_cpus, pool_size=cfg.generate.pool_size)
-    stages: list = [GenerateStage(cfg.generate)]
-    if cfg.filters.mouth_distance.enabled:
-        stages.append(MouthDistanceFilter(cfg.filters.mouth_distance))
-        stages[-1].resources = cpu
-    if cfg.filters.identity.enabled:
-        stages.append(IdentityFilter(cfg.filters.identity))
-    if cfg.filters.vlm_quality.enabled:
-        from filters.vlm_quality import VLMQualityFilter
-
-        stages.append(VLMQualityFilter(cfg.filters.vlm_quality))
-    for stage in stages:
-        if isinstance(stage, Filter):
-            stage.soft = cfg.write.keep_rejected
+def pair_stages(cfg: FactoryConfig, config_hash: str = "") -> list[Stage]:
+    """The per-pair stages, checked: a stage whose input no earlier stage provides fails here."""
+    soft = cfg.write.keep_rejected  # failing pairs are set aside in rejected shards, for refilter
+    stages: list[Stage] = [GenerateStage(cfg.generate, cfg.seed), TrackStage(cfg.track)]
+    stages += [spec.build(settings, soft=soft) for spec, settings in enabled_filters(cfg.filters)]
     if cfg.augment.share > 0:
-        stages.append(AugmentStage(cfg.augment, cfg.seed, cpu))
-    stages.append(EncodeStage(cfg.hash(), cfg.ingest.fps, cfg.ingest.sample_rate, cfg.write.video_crf, cpu))
+        stages.append(AugmentStage(cfg.augment, cfg.seed))
+    stages.append(EncodeStage(config_hash, cfg.write.video_crf, cfg.write.resources))
+    check_contracts(stages)
     return stages
 
 
+def claim_output(out: Path, identity: dict[str, Any]) -> str:
+    """Make `out` this configuration's folder, or refuse if it holds another one's samples.
+    Returns the configuration's hash (recorded in every sample's meta.json)."""
+    path = out / IDENTITY
+    if path.exists():
+        changed = differences(json.loads(path.read_text()), identity)
+        if changed:
+            raise ConfigError(
+                f"{out} holds a run made with other settings; rerunning there would mix the two in one output. "
+                f"Differences: {'; '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}. "
+                "Use a new out=..., or delete the folder.")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(identity, sort_keys=True, indent=1))
+    return digest(identity)
+
+
 def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
+    """`factory run`: ingest the input into its clip store, then make pairs from those clips."""
     start = time.monotonic()
     check_model_paths(cfg)  # bad stage settings (missing weights, unknown backend) fail before any work
-    pair_stages(cfg)
+    store = clip_store_for(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    config_hash = claim_output(out, {**pairs_identity(cfg), "clip_stores": [store.id]})
+    stages = pair_stages(cfg, config_hash)  # contracts checked before any work
     save_config(cfg, out / "config.yaml")
-
-    demo = []
-    if cfg.input.demo:
-        from factory.demo import make_demo_videos
-
-        demo = make_demo_videos(out / "demo_input", seed=cfg.seed)
-    videos, skipped = discover_videos(cfg.input, demo)
-    if not any(not v.rejected for v in videos):
-        raise NoInputError(f"no readable input among input.paths={cfg.input.paths!r}")
-
+    videos, skipped = find_videos(cfg, out)
     sink = ShardSink(out, cfg.write.shard_maxcount, cfg.write.shard_maxsize)
-    previews = len(list((out / "previews").glob("*.jpg"))) if (out / "previews").exists() else 0
     try:
         for video in videos:
             if video.rejected:
                 sink.reject(video)
-        clips = _ingest(cfg, executor, [v for v in videos if not v.rejected], sink, out, progress)
-        if cfg.occlusion.enabled:
-            clips = _occlusion_masks(cfg, executor, clips, sink, progress)
-        todo = []
-        for pair in make_pairs(clips, cfg.pair):
-            if sink.done(pair.key):
-                continue
-            if pair.rejected:
-                sink.reject(pair)
-            else:
-                todo.append(pair)
-        bar = tqdm(total=len(todo), desc="pairs", unit="pair", disable=not progress)
-        for record in executor.map(pair_stages(cfg), todo):
-            if record.rejected:
-                sink.reject(record)
-            else:
-                if previews < cfg.write.previews and not record.filtered:
-                    write_preview(out, record.key, record.media["preview"])
-                    previews += 1
-                sink.write(record)
-            bar.update(1)
-        bar.close()
+        clips = ingest(cfg, executor, store, videos, progress)
+        written = make_shards(cfg, executor, clips, sink, stages, progress)
     finally:
         sink.close()
+    return finish(cfg, executor, sink, out, len(videos), skipped, written, start)
 
-    entries = list(sink.ledger.entries.values())
-    summary = summarise(entries, len(videos), time.monotonic() - start, sink.written,
-                        cfg.ingest.clip_frames, skipped, executor.failures)
+
+def run_pairs(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
+    """`factory pairs`: make pairs from existing clip stores (`clip_stores=[...]`), no ingest."""
+    start = time.monotonic()
+    if not cfg.clip_stores:
+        raise ConfigError("factory pairs needs clip_stores=[PATH, ...] (folders written by `factory ingest`)")
+    check_model_paths(cfg)
+    stores = [ClipStore.open(p) for p in cfg.clip_stores]
+    out = Path(cfg.out)
+    identity = {**pairs_identity(cfg), "clip_stores": sorted(s.id for s in stores)}
+    for name in ("ingest", "input"):  # the stores' own settings stand for these
+        identity.pop(name, None)
+    config_hash = claim_output(out, identity)
+    stages = pair_stages(cfg, config_hash)
+    save_config(cfg, out / "config.yaml")
+    records = [r for store in stores for r in store.records()]
+    keys = [r.key for r in records]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("the clip stores hold the same videos twice (made with different ingest settings?): "
+                          "pass one store per video")
+    if not records:
+        raise NoInputError(f"the clip stores hold no videos: {cfg.clip_stores}")
+    sink = ShardSink(out, cfg.write.shard_maxcount, cfg.write.shard_maxsize)
+    try:
+        written = make_shards(cfg, executor, records, sink, stages, progress)
+    finally:
+        sink.close()
+    videos = {r.meta.get("video_key", r.key) for r in records}
+    return finish(cfg, executor, sink, out, len(videos), 0, written, start)
+
+
+def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: ShardSink, stages: list[Stage],
+                progress: bool) -> int:
+    """Clip records (and their videos' rejections) in, shards out. Returns pairs written now."""
+    clips = drain(executor, [], records, sink, "clips", progress)
+    if cfg.occlusion.enabled:
+        clips = drain(executor, [occlusion_stage(cfg)], _not_yet_rejected(clips, sink), sink, "occlusion", progress)
+    todo = []
+    for pair in make_pairs(clips, cfg.pair):
+        if sink.done(pair.key):
+            continue
+        if pair.rejected:
+            sink.reject(pair)
+        else:
+            todo.append(pair)
+    out = Path(cfg.out)
+    previews = len(list((out / "previews").glob("*.jpg"))) if (out / "previews").exists() else 0
+    written_before = sink.written
+    for record in tqdm(executor.map(stages, todo), total=len(todo), desc="pairs",
+                       unit="pair", disable=not progress):
+        if record.rejected:
+            sink.reject(record)
+            continue
+        if previews < cfg.write.previews and not record.filtered:
+            write_preview(out, record.key, record.media.preview)
+            previews += 1
+        sink.write(record)
+    return sink.written - written_before
+
+
+def drain(executor, stages: list[Stage], records: list[Record], sink: ShardSink, desc: str,
+          progress: bool) -> list[Record]:
+    """Run records through stages (none: as they are); rejections go to the ledger, the rest back."""
+    kept: list[Record] = []
+    stream = executor.map(stages, records) if stages else iter(records)
+    for record in tqdm(stream, total=len(records), desc=desc, unit="clip", disable=not progress or not stages):
+        if record.rejected:
+            sink.reject(record)
+        else:
+            kept.append(record)
+    return kept
+
+
+def _not_yet_rejected(clips: list[Record], sink: ShardSink) -> list[Record]:
+    """A clip rejected in an earlier attempt stays out: neither a real side nor an alternative."""
+    return [c for c in clips if sink.ledger.entries.get(c.key, {}).get("kind") != "clip"]
+
+
+def occlusion_stage(cfg: FactoryConfig):
+    from factory.stages.occlusion import OcclusionStage
+    from pipelines.model_paths import occlusion_vlm_key, occlusion_vlm_path
+
+    return OcclusionStage(cfg.occlusion, occlusion_vlm_path(cfg), occlusion_vlm_key(cfg),
+                          cfg.filters.vlm_quality.max_pixels)
+
+
+def finish(cfg: FactoryConfig, executor, sink: ShardSink, out: Path, videos_in: int, skipped: int,
+           written: int, start: float) -> dict[str, Any]:
+    entries = sink.entries()
+    summary = summarise(entries, videos_in, time.monotonic() - start, written, cfg.ingest.clip_frames,
+                        skipped, executor.failures)
     fault_point("manifest")
     kept_shards, rejected_shards = sink.shard_lists()
     write_manifest(out / "manifest.json", kept_shards, cfg.to_dict(), summary, rejected_shards)
     write_table(out / "samples.parquet", entries)
     write_json_atomic(out / "summary.json", summary)
     return summary
-
-
-def _ingest(cfg: FactoryConfig, executor, videos: list[Record], sink: ShardSink, out: Path,
-            progress: bool) -> list[Record]:
-    stage = IngestStage(cfg.ingest, out / "work" / "clips")
-    clips: list[Record] = []
-    bar = tqdm(desc="ingest", unit="clip", disable=not progress)
-    for record in executor.map([stage], videos):
-        if record.rejected:
-            sink.reject(record)
-        else:
-            clips.append(record)
-        bar.update(1)
-    bar.close()
-    return clips
-
-
-def _occlusion_masks(cfg: FactoryConfig, executor, clips: list[Record], sink: ShardSink,
-                     progress: bool) -> list[Record]:
-    from factory.model_paths import occlusion_vlm_path
-    from factory.stages.occlusion import OcclusionStage
-
-    key = "occlusion.vlm_path" if cfg.occlusion.vlm_path else "filters.vlm_quality.model_path"
-    stage = OcclusionStage(cfg.occlusion, occlusion_vlm_path(cfg), key, cfg.filters.vlm_quality.max_pixels)
-    # a clip rejected here in an earlier attempt stays out: neither a real side nor an alternative
-    todo = [c for c in clips if sink.ledger.entries.get(c.key, {}).get("kind") != "clip"]
-    kept: list[Record] = []
-    for record in tqdm(executor.map([stage], todo), total=len(todo), desc="occlusion", unit="clip",
-                       disable=not progress):
-        if record.rejected:
-            sink.reject(record)
-        else:
-            kept.append(record)
-    return kept

@@ -24,13 +24,14 @@ from typing import Any
 
 import webdataset as wds
 
-from factory.config import ConfigError, FactoryConfig, load_config, save_config
+from factory.config import ConfigError, save_config
 from factory.faults import fault_point
-from filters.thresholds import FILTER_ORDER, filter_thresholds, judge
+from filters.registry import filter_specs, filter_thresholds, judge
 from manifests.format import read_manifest, shard_entry, write_json_atomic, write_manifest
 from manifests.ledger import Ledger
 from manifests.table import write_table
 from manifests.writer import FIXED_MTIME, KEPT, PARTIAL, read_shard_log, tar_keys
+from pipelines.settings import FactoryConfig, load_factory_config
 
 TABLE = "samples.parquet"
 
@@ -43,10 +44,10 @@ def load_refilter_config(out: Path, overrides: list[str]) -> tuple[FactoryConfig
         if not item.split("=", 1)[0].strip().startswith("filters."):
             raise ConfigError(f"refilter changes only filters.* thresholds, not {item!r}: "
                               "other settings shape the samples and need `factory run`")
-    run_cfg = load_config(out / "config.yaml")
-    cfg = load_config(out / "config.yaml", overrides)
-    ran = {name for name in FILTER_ORDER if getattr(run_cfg.filters, name).enabled}
-    for name in FILTER_ORDER:
+    run_cfg = load_factory_config(out / "config.yaml")
+    cfg = load_factory_config(out / "config.yaml", overrides)
+    ran = {spec.name for spec in filter_specs() if getattr(run_cfg.filters, spec.name).enabled}
+    for name in (spec.name for spec in filter_specs()):
         if getattr(cfg.filters, name).enabled and name not in ran:
             raise ConfigError(f"filters.{name} did not run in {out}: there are no scores to judge "
                               "(enable it and run `factory run` again)")

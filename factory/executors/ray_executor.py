@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 import ray
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
-from factory.config import ExecutorConfig
+from factory.executors import ExecutorConfig
 from factory.records import Record
 from factory.stage import Stage
 

@@ -1,5 +1,5 @@
 """Mask-based generators behind one interface, looked up by name (plugins via entry points)."""
 
-from factory.generators.base import GenerationInput, Generator, build_generator, register
+from factory.generators.base import GenerationInput, Generator, generator_class, register
 
-__all__ = ["GenerationInput", "Generator", "build_generator", "register"]
+__all__ = ["GenerationInput", "Generator", "generator_class", "register"]

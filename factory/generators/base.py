@@ -4,41 +4,114 @@ A generator re-renders the lower face of the real clip so the lips follow the al
 audio. It only *renders*: the generate stage builds the mask and composites the result back, so
 every generator, learned or not, gets the same guarantee that pixels outside the dilated mask are
 the original ones. Third-party generators register under the `factory.generators` entry point.
+
+A generator owns its settings (`Settings`, a dataclass validated from `generate.settings`) and
+is saved and loaded diffusers-style: `save_pretrained(dir)` writes `config.json` (name, version,
+settings) and, for learned generators, `model.safetensors`; `from_pretrained(dir)` reads them
+back (`generate.weights` names such a folder). Weights never come from anywhere but that folder.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from factory.config import GenerateConfig
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
 @dataclass
 class GenerationInput:
-    real_frames: np.ndarray  # (T, S, S, 3) uint8 aligned crops
-    real_landmarks: np.ndarray  # (T, 478, 2) crop pixels
+    """One clip to re-dub. Arrays are in the aligned crop's pixels (S x S)."""
+
+    key: str
+    real_frames: np.ndarray  # (T, S, S, 3) uint8
+    real_landmarks: np.ndarray  # (T, 478, 2) ingest landmarks, crop pixels
+    real_audio: np.ndarray  # int16 mono: what the real lips say
     alt_frames: np.ndarray  # the same speaker's other clip, same layout
     alt_landmarks: np.ndarray
-    alt_audio: np.ndarray  # int16 at 16 kHz, what the synthetic lips should say
-    mask: np.ndarray  # (S, S) uint8 {0,1}: region to re-render (lower face, jaw clamped)
-    occlusion: np.ndarray | None = None  # (T, S, S) bool occluders in front of the face: kept as real
+    alt_audio: np.ndarray  # int16 mono: what the synthetic lips should say
+    masks: np.ndarray  # (T, S, S) uint8 {0,1}: per frame, the region to re-render (jaw clamped)
+    occlusion: np.ndarray | None = None  # (T, S, S) bool occluders in front of the face: kept real
+    reference_frames: np.ndarray | None = None  # (N, S, S, 3) frames of the real clip for identity/texture
+    motion_frames: np.ndarray | None = None  # (M, S, S, 3) frames just before the clip, when contiguous
+    audio_features: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. whisper features, per generator
+    fps: int = 25
+    sample_rate: int = 16000
+    seed: int = 0  # per pair: same seed, same output
+
+
+@dataclass
+class NoSettings:
+    """A generator without settings of its own."""
 
 
 class Generator:
     name = "base"
     version = "0"
+    Settings: type = NoSettings
+    reference_frames = 0  # how many reference frames the stage should pass (X-Dub: 4)
+    motion_frames = 0  # how many preceding frames the stage should pass (X-Dub: 5)
 
-    def __init__(self, cfg: GenerateConfig):
-        self.cfg = cfg
+    def __init__(self, settings: Any = None):
+        self.settings = settings if settings is not None else self.Settings()
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Tensors to save (a learned generator returns its module's state dict); None: no weights."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise TypeError(f"generator '{self.name}' has no weights to load")
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from factory.files import atomic_write
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        if state is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path / WEIGHTS_NAME))
+        config = {"generator": self.name, "version": self.version, "settings": dataclasses.asdict(self.settings)}
+        atomic_write(path / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, key: str = "generate.weights") -> "Generator":
+        from factory.config import ConfigError, build
+
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise ConfigError(f"{key} = {str(path)!r} is not a generator folder (no {CONFIG_NAME}; "
+                              "write one with save_pretrained)")
+        config = json.loads((path / CONFIG_NAME).read_text())
+        if config.get("generator") != cls.name:
+            raise ConfigError(f"{key} = {str(path)!r} holds generator {config.get('generator')!r}, not {cls.name!r}")
+        generator = cls(build(cls.Settings, config.get("settings") or {}, prefix=f"{key}/{CONFIG_NAME}:"))
+        if (path / WEIGHTS_NAME).is_file():
+            from safetensors.torch import load_file
+
+            generator.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        return generator
+
+    # -- rendering -------------------------------------------------------------------------------
 
     def setup(self, device: str) -> None:
-        """Load weights (from `generate.weights`) onto `device`."""
+        """Move weights to `device` (the one Ray assigned, or "cpu")."""
+
+    def generate_batch(self, inputs: list[GenerationInput]) -> list[np.ndarray]:
+        """One (T, S, S, 3) uint8 array per input; only the masked region is used. Learned
+        generators override this to batch on the device."""
+        return [self.generate(inp) for inp in inputs]
 
     def generate(self, inp: GenerationInput) -> np.ndarray:
-        """(T, S, S, 3) uint8 frames; only the masked region is used."""
         raise NotImplementedError
 
 
@@ -50,14 +123,17 @@ def register(cls: type[Generator]) -> type[Generator]:
     return cls
 
 
-def build_generator(cfg: GenerateConfig) -> Generator:
+def generator_class(name: str) -> type[Generator]:
+    """The generator registered as `name`: built in, or from the `factory.generators` entry point."""
     import factory.generators.transplant  # noqa: F401  (registers the built-in generator)
 
-    if cfg.generator not in _REGISTRY:
+    if name not in _REGISTRY:
         for ep in entry_points(group="factory.generators"):
-            if ep.name == cfg.generator:
+            if ep.name == name:
                 register(ep.load())
-    if cfg.generator not in _REGISTRY:
-        raise ValueError(f"unknown generator '{cfg.generator}' (config key generate.generator; "
-                         f"known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[cfg.generator](cfg)
+    if name not in _REGISTRY:
+        from factory.config import ConfigError
+
+        raise ConfigError(f"unknown generator '{name}' (config key generate.generator; "
+                          f"known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]

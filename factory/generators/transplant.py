@@ -8,18 +8,32 @@ feathers it in. No weights: this is the factory's out-of-the-box generator on CP
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from factory.generators.base import GenerationInput, Generator, register
 
 
+@dataclass
+class TransplantSettings:
+    colour_match: bool = True  # match the transplanted mouth's colours to the real clip
+
+
 def match_colours(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift and scale each channel of `source` so its masked mean/std equal `target`'s."""
+    """Shift and scale each channel of `source` so its masked mean/std equal `target`'s.
+    `mask` is (S, S) or per frame (T, S, S)."""
     sel = mask.astype(bool)
-    src = source[:, sel].astype(np.float32)  # (T, N, 3)
-    tgt = target[:, sel].astype(np.float32)
-    src_mean, src_std = src.mean((0, 1)), src.std((0, 1)) + 1e-3
-    tgt_mean, tgt_std = tgt.mean((0, 1)), tgt.std((0, 1)) + 1e-3
+    if sel.ndim == 3 and (sel == sel[:1]).all():
+        sel = sel[0]  # a static mask: one gather for all frames (the same sums as ever, bit for bit)
+    if sel.ndim == 2:
+        src, tgt = source[:, sel].astype(np.float32), target[:, sel].astype(np.float32)  # (T, N, 3)
+        axes = (0, 1)
+    else:
+        src, tgt = source[sel].astype(np.float32), target[sel].astype(np.float32)  # (N, 3)
+        axes = 0
+    src_mean, src_std = src.mean(axes), src.std(axes) + 1e-3
+    tgt_mean, tgt_std = tgt.mean(axes), tgt.std(axes) + 1e-3
     scaled = (source.astype(np.float32) - src_mean) * (tgt_std / src_std) + tgt_mean
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
@@ -28,10 +42,11 @@ def match_colours(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> n
 class TransplantGenerator(Generator):
     name = "transplant"
     version = "1"
+    Settings = TransplantSettings
 
     def generate(self, inp: GenerationInput) -> np.ndarray:
         n = min(len(inp.real_frames), len(inp.alt_frames))
         mouth = inp.alt_frames[:n]
-        if self.cfg.colour_match:
-            mouth = match_colours(mouth, inp.real_frames[:n], inp.mask)
+        if self.settings.colour_match:
+            mouth = match_colours(mouth, inp.real_frames[:n], inp.masks[:n])
         return mouth

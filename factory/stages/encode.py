@@ -11,6 +11,7 @@ import numpy as np
 
 from factory.media.audio import wav_bytes
 from factory.media.encode import mp4_bytes
+from factory.payload import PairMedia
 from factory.previews import preview_jpeg
 from factory.records import Record
 from factory.stage import Resources, Stage
@@ -29,7 +30,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-WORK_PATHS = ("clip_path", "alt_clip_path")
+WORK_PATHS = ("clip_path", "alt_clip_path", "occlusion_masks")
 
 
 def sample_meta(meta: dict) -> dict:
@@ -39,12 +40,13 @@ def sample_meta(meta: dict) -> dict:
 
 class EncodeStage(Stage):
     name = "encode"
+    requires = ("real_frames", "syn_frames", "real_audio", "alt_audio", "real_tracked", "syn_tracked",
+                "transforms", "mask")
+    provides = ("files", "preview")
 
-    def __init__(self, config_hash: str, fps: int = 25, sample_rate: int = 16000, crf: int = 18,
-                 resources: Resources | None = None):
+    def __init__(self, config_hash: str, crf: int = 18, resources: Resources | None = None):
         super().__init__(resources)
-        self.config_hash = config_hash
-        self.fps, self.sample_rate, self.crf = fps, sample_rate, crf
+        self.config_hash, self.crf = config_hash, crf
 
     def process(self, records: list[Record]) -> list[Record]:
         return [self.encode(r) for r in records]
@@ -52,17 +54,19 @@ class EncodeStage(Stage):
     def encode(self, record: Record) -> Record:
         m = record.media
         record.meta["config_hash"] = self.config_hash
-        files = {
-            "real.mp4": mp4_bytes(m["real_frames"], self.fps, self.crf),
-            "syn.mp4": mp4_bytes(m["syn_frames"], self.fps, self.crf),
-            "real.wav": wav_bytes(m["real_audio"], self.sample_rate),
-            "alt.wav": wav_bytes(m["alt_audio"], self.sample_rate),
-            "real_landmarks.npy": npy_bytes(m["real_landmarks"].astype(np.float32)),
-            "syn_landmarks.npy": npy_bytes(m["syn_landmarks"].astype(np.float32)),
-            "transforms.npy": npy_bytes(m["transforms"].astype(np.float32)),
-            "mask.png": png_bytes(m["mask"] * 255),
+        fps, rate = record.meta.get("fps", 25), record.meta.get("sample_rate", 16000)  # the clip's rates
+        m.files = {
+            "real.mp4": mp4_bytes(m.real_frames, fps, self.crf),
+            "syn.mp4": mp4_bytes(m.syn_frames, fps, self.crf),
+            "real.wav": wav_bytes(m.real_audio, rate),
+            "alt.wav": wav_bytes(m.alt_audio, rate),
+            "real_landmarks.npy": npy_bytes(m.real_tracked.astype(np.float32)),
+            "syn_landmarks.npy": npy_bytes(m.syn_tracked.astype(np.float32)),
+            "transforms.npy": npy_bytes(m.transforms.astype(np.float32)),
+            "mask.png": png_bytes(m.mask * 255),
             "meta.json": json.dumps({"key": record.key, **sample_meta(record.meta)}, sort_keys=True).encode(),
         }
-        preview = preview_jpeg(m["real_frames"], m["syn_frames"])
-        record.media = {"files": files, "preview": preview}
+        m.preview = preview_jpeg(m.real_frames, m.syn_frames)
+        # only the encoded files travel back to the driver, not the arrays
+        record.media = PairMedia(files=m.files, preview=m.preview)
         return record

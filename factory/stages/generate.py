@@ -2,23 +2,52 @@
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
 from factory.clips import load_clip, load_occlusion
-from factory.config import GenerateConfig
+from factory.config import build
 from factory.devices import pick_device
-from factory.faults import fault_point
 from factory.faces.masks import composite, feathered_alpha, lower_face_mask
-from factory.generators import GenerationInput, build_generator
+from factory.faults import fault_point
+from factory.generators import GenerationInput, Generator, generator_class
+from factory.metrics.frames import evenly_spaced
+from factory.payload import PairMedia
 from factory.records import Record
 from factory.stage import Resources, Stage
 
 
+@dataclass
+class GenerateConfig:
+    generator: str = "transplant"  # a registered name (entry point group `factory.generators`)
+    weights: str | None = None  # a save_pretrained folder: learned generators load from it
+    settings: Any = None  # the generator's own settings (its `Settings` class validates them)
+    feather_sigma: float = 5.0  # Gaussian feathering of the composite, in crop pixels
+    mask_dilation: int = 10  # pixels; outside the dilated mask, the synthetic frame equals the real one
+    resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
+
+
+def build_generator(cfg: GenerateConfig) -> Generator:
+    cls = generator_class(cfg.generator)
+    if cfg.weights:
+        return cls.from_pretrained(cfg.weights)
+    settings = cfg.settings
+    if settings is None or isinstance(settings, dict):  # not yet validated (built in code, not loaded)
+        settings = build(cls.Settings, settings or {}, prefix="generate.settings.")
+    return cls(settings)
+
+
 class GenerateStage(Stage):
     name = "generate"
+    provides = ("real_frames", "syn_frames", "real_audio", "alt_audio", "clip_landmarks", "transforms",
+                "mask", "occlusion")
 
-    def __init__(self, cfg: GenerateConfig):
-        super().__init__(Resources(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
-                                   batch_size=cfg.batch_size, pool_size=cfg.pool_size))
-        self.cfg = cfg
+    def __init__(self, cfg: GenerateConfig, seed: int = 0):
+        super().__init__(cfg.resources)
+        self.cfg, self.seed = cfg, seed
 
     def setup(self) -> None:
         self.device = pick_device()
@@ -26,27 +55,40 @@ class GenerateStage(Stage):
         self.generator.setup(self.device)
 
     def process(self, records: list[Record]) -> list[Record]:
-        return [self.generate_one(r) for r in records]
+        prepared = [self.prepare(r) for r in records]
+        rendered = self.generator.generate_batch([inp for inp, _ in prepared])
+        return [self.finish(r, inp, media, out) for r, (inp, media), out in zip(records, prepared, rendered)]
 
-    def generate_one(self, record: Record) -> Record:
+    def prepare(self, record: Record) -> tuple[GenerationInput, PairMedia]:
         fault_point("generate", record.key)
         real = load_clip(record.meta["clip_path"])
         alt = load_clip(record.meta["alt_clip_path"])
-        size = real.frames.shape[1]
+        n, size = min(len(real.frames), len(alt.frames)), real.frames.shape[1]
         mask = lower_face_mask([real.landmarks, alt.landmarks], size)
-        occlusion = load_occlusion(record.meta["clip_path"])  # None unless the occlusion stage ran
-        rendered = self.generator.generate(GenerationInput(
-            real.frames, real.landmarks, alt.frames, alt.landmarks, alt.audio, mask, occlusion))
-        n = len(rendered)
-        alpha = feathered_alpha(mask, self.cfg.feather_sigma, self.cfg.mask_dilation)
-        if occlusion is not None:  # M_inp = not M_face or M_occ: occluder pixels stay real
+        occ_path = record.meta.get("occlusion_masks")  # set by this run's occlusion stage, else none
+        occlusion = load_occlusion(occ_path)[:n] if occ_path else None
+        refs = self.generator.reference_frames
+        inp = GenerationInput(
+            key=record.key, real_frames=real.frames[:n], real_landmarks=real.landmarks[:n], real_audio=real.audio,
+            alt_frames=alt.frames[:n], alt_landmarks=alt.landmarks[:n], alt_audio=alt.audio,
+            masks=np.broadcast_to(mask, (n, size, size)), occlusion=occlusion,
+            reference_frames=real.frames[evenly_spaced(n, refs)] if refs else None,
+            fps=record.meta.get("fps", 25), sample_rate=record.meta.get("sample_rate", 16000),
+            seed=zlib.crc32(record.key.encode()) ^ self.seed)
+        media = PairMedia(real_frames=real.frames[:n], real_audio=real.audio, alt_audio=alt.audio,
+                          clip_landmarks=real.landmarks[:n], transforms=real.transforms[:n], mask=mask,
+                          occlusion=occlusion)
+        return inp, media
+
+    def finish(self, record: Record, inp: GenerationInput, media: PairMedia, rendered: np.ndarray) -> Record:
+        n = min(len(rendered), len(media.real_frames))
+        alpha = feathered_alpha(media.mask, self.cfg.feather_sigma, self.cfg.mask_dilation)
+        if inp.occlusion is not None:  # M_inp = not M_face or M_occ: occluder pixels stay real
             from factory.occlusion.compose import apply_occlusion
 
-            alpha = apply_occlusion(alpha, occlusion[:n])
-        record.media.update(
-            real_frames=real.frames[:n], syn_frames=composite(real.frames[:n], rendered, alpha),
-            real_audio=real.audio, alt_audio=alt.audio, real_landmarks=real.landmarks[:n],
-            transforms=real.transforms[:n], mask=mask)
+            alpha = apply_occlusion(alpha, inp.occlusion[:n])
+        media.syn_frames = composite(media.real_frames[:n], rendered[:n], alpha)
+        record.media = media
         record.meta.update(generator=self.generator.name, generator_version=self.generator.version,
                            device=self.device)
         return record

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from factory.clip_store import ClipStore
 from factory.clips import Clip, save_clip
-from factory.config import IngestConfig
 from factory.faults import fault_point
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
 from factory.media.audio import load_audio
@@ -29,6 +29,23 @@ from factory.media.video import MediaError, iter_frames, probe
 from factory.records import Record
 from factory.stages.assemble import Background, ClipAssembler
 from factory.stage import Resources, Stage
+
+
+@dataclass
+class IngestConfig:
+    fps: int = 25
+    sample_rate: int = 16000
+    crop_size: int = 256
+    clip_frames: int = 77
+    clip_stride: int = 77  # frames between clip starts; < clip_frames overlaps clips
+    max_clips_per_video: int | None = None
+    min_resolution: int = 64  # shorter side in pixels
+    max_faces: int = 1  # frames with more faces than this are not used
+    scene_cut_threshold: float = 0.35  # histogram distance (0..1) between consecutive frames
+    landmark_smoothing: float = 0.5  # EMA weight of the previous frame's landmarks (0 = none)
+    vad_threshold: float = 0.5
+    min_speech_ratio: float = 0.2  # share of a clip's audio that must be speech
+    resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -55,10 +72,12 @@ def scene_distance(a: np.ndarray, b: np.ndarray) -> float:
 class IngestStage(Stage):
     name = "ingest"
 
-    def __init__(self, cfg: IngestConfig, clip_dir: str | Path):
-        super().__init__(Resources(num_cpus=cfg.num_cpus, pool_size=cfg.pool_size, batch_size=1))
+    def __init__(self, cfg: IngestConfig, store: ClipStore):
+        super().__init__(Resources(num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
+                                   pool_size=cfg.resources.pool_size, batch_size=1))  # one video a call
         self.cfg = cfg
-        self.clip_dir = Path(clip_dir)
+        self.store = store
+        self.clip_dir = store.clip_dir
 
     def setup(self) -> None:
         self.vad = SpeechDetector(self.cfg.vad_threshold, self.cfg.sample_rate)
@@ -71,22 +90,15 @@ class IngestStage(Stage):
 
     # -- one video -----------------------------------------------------------------------------
 
-    def marker_path(self, video_key: str) -> Path:
-        return self.clip_dir / "_done" / f"{video_key}.json"
-
     def ingest_video(self, video: Record) -> list[Record]:
-        marker = self.marker_path(video.key)
-        if marker.exists():  # ingested by an earlier (killed) run: reuse its clips
-            return [Record(**r) for r in json.loads(marker.read_text())]
+        if self.store.is_done(video.key):  # ingested by an earlier (killed) run: reuse its clips
+            return self.store.video_records(video.key)
         try:
             records = self._ingest(video)
         except MediaError as exc:
             video.meta["reject_detail"] = exc.detail
             records = [video.reject(exc.reason, self.name)]
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"key": r.key, "kind": r.kind, "meta": r.meta} for r in records]))
-        os.replace(tmp, marker)
+        self.store.record_video(video.key, records)
         fault_point("ingest_done", video.key)
         return records
 

@@ -7,26 +7,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factory.config import ConfigError, FactoryConfig
+from factory.config import ConfigError
+from filters.registry import enabled_filters
+from pipelines.settings import FactoryConfig
+
+
+def occlusion_vlm_key(cfg: FactoryConfig) -> str:
+    return "occlusion.vlm_path" if cfg.occlusion.vlm_path else "filters.vlm_quality.model_path"
 
 
 def occlusion_vlm_path(cfg: FactoryConfig) -> str | None:
     return cfg.occlusion.vlm_path or cfg.filters.vlm_quality.model_path
 
 
-def missing_model_paths(cfg: FactoryConfig) -> list[str]:
-    wanted: list[tuple[str, str | None, str]] = []  # (config key, path, "file" | "folder")
-    identity = cfg.filters.identity
-    if identity.enabled and identity.backend == "arcface":
-        wanted.append(("filters.identity.arcface_path", identity.arcface_path, "file"))
-    if cfg.filters.vlm_quality.enabled:
-        wanted.append(("filters.vlm_quality.model_path", cfg.filters.vlm_quality.model_path, "folder"))
+def wanted_model_paths(cfg: FactoryConfig) -> list[tuple[str, str | None, str]]:
+    """(config key, path, "file" | "folder") of every local model the configured stages load."""
+    wanted = [(f"filters.{spec.name}.{key}", path, kind)
+              for spec, settings in enabled_filters(cfg.filters) for key, path, kind in spec.model_paths(settings)]
+    if cfg.generate.weights is not None:
+        wanted.append(("generate.weights", cfg.generate.weights, "folder"))
     if cfg.occlusion.enabled:
-        key = "occlusion.vlm_path" if cfg.occlusion.vlm_path else "filters.vlm_quality.model_path"
-        wanted.append((key, occlusion_vlm_path(cfg), "folder"))
+        wanted.append((occlusion_vlm_key(cfg), occlusion_vlm_path(cfg), "folder"))
         wanted.append(("occlusion.sam2_checkpoint", cfg.occlusion.sam2_checkpoint, "file"))
+    return wanted
+
+
+def missing_model_paths(cfg: FactoryConfig) -> list[str]:
     problems = []
-    for key, path, kind in wanted:
+    for key, path, kind in wanted_model_paths(cfg):
         ok = path and (Path(path).is_file() if kind == "file" else Path(path).is_dir())
         if not ok:
             problems.append(f"{key} = {path!r} is not an existing local {kind}")

@@ -1,0 +1,66 @@
+"""The ingest pipeline: videos -> a clip store (`factory ingest`, and the first half of `factory run`).
+
+One video per task on the executor (IngestStage); each finished video is recorded in the store's
+ledger, so a rerun, or any later pair-making round, reuses the clips without decoding again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from factory.clip_store import ClipStore
+from factory.inputs import discover_videos
+from factory.records import Record
+from factory.stages.ingest import IngestStage
+from pipelines.settings import FactoryConfig, ingest_identity
+
+
+class NoInputError(RuntimeError):
+    """Nothing readable to work on: the one input problem that fails the whole run."""
+
+
+def find_videos(cfg: FactoryConfig, out: Path) -> tuple[list[Record], int]:
+    """Video records (unreadable paths already rejected) and the count of files skipped."""
+    demo = []
+    if cfg.input.demo:
+        from factory.demo import make_demo_videos
+
+        demo = make_demo_videos(out / "demo_input", seed=cfg.seed)
+    videos, skipped = discover_videos(cfg.input, demo)
+    if not any(not v.rejected for v in videos):
+        raise NoInputError(f"no readable input among input.paths={cfg.input.paths!r}")
+    return videos, skipped
+
+
+def clip_store_for(cfg: FactoryConfig) -> ClipStore:
+    return ClipStore.for_settings(cfg.clip_store_root(), ingest_identity(cfg))
+
+
+def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record], progress: bool = True) -> list[Record]:
+    """Every clip and rejection of the readable videos, from the store or freshly ingested."""
+    todo = [v for v in videos if not v.rejected and not store.is_done(v.key)]
+    records = [r for v in videos if not v.rejected and store.is_done(v.key) for r in store.video_records(v.key)]
+    bar = tqdm(desc="ingest", unit="clip", disable=not progress)
+    for record in executor.map([IngestStage(cfg.ingest, store)], todo):
+        records.append(record)
+        bar.update(1)
+    bar.close()
+    return sorted(records, key=lambda r: r.key)
+
+
+def run_ingest(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
+    """`factory ingest`: fill the clip store for cfg.ingest and report what it holds."""
+    start = time.monotonic()
+    videos, skipped = find_videos(cfg, Path(cfg.out))
+    store = clip_store_for(cfg)
+    records = ingest(cfg, executor, store, videos, progress)
+    reasons = Counter(r.rejected for r in records + videos if r.rejected)
+    return {"clip_store": str(store.path), "videos_in": len(videos),
+            "clips": sum(1 for r in records if r.kind == "clip" and not r.rejected),
+            "rejections": dict(reasons.most_common()), "files_skipped_by_extension": skipped,
+            "wall_s": round(time.monotonic() - start, 2)}

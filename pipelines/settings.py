@@ -1,0 +1,87 @@
+"""The settings of `factory ingest`, `factory pairs` and `factory run`, composed from the
+components' own settings classes (each lives beside its stage, filter or generator).
+
+`filters` gets one section per registered filter (filters/registry.py), so a plug-in filter brings
+its own keys; `generate.settings` is validated against the chosen generator's `Settings` class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from augment.stage import AugmentConfig
+from factory.config import ConfigError, apply_overrides, build, digest, read_yaml, strip_keys, to_dict
+from factory.executors import ExecutorConfig
+from factory.generators import generator_class
+from factory.inputs import InputConfig
+from factory.pairing import PairConfig
+from factory.stages.generate import GenerateConfig
+from factory.stages.ingest import IngestConfig
+from factory.stages.occlusion import OcclusionConfig
+from factory.stages.track import TrackConfig
+from filters.registry import filter_specs
+from manifests.writer import WriteConfig
+
+
+def _filters_schema() -> type:
+    return make_dataclass("FiltersConfig", [(spec.name, spec.settings, field(default_factory=spec.settings))
+                                            for spec in filter_specs()])
+
+
+FiltersConfig = _filters_schema()  # module level, so instances pickle
+FiltersConfig.__module__ = __name__
+
+
+@dataclass
+class FactoryConfig:
+    out: str = "runs/demo"
+    seed: int = 0
+    clip_store: str | None = None  # where ingest keeps clips; null: OUT/clips (shared across runs if set)
+    clip_stores: list[str] = field(default_factory=list)  # `factory pairs`: clip stores to read
+    input: InputConfig = field(default_factory=InputConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    pair: PairConfig = field(default_factory=PairConfig)
+    occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def hash(self) -> str:
+        """Identifies the settings that shape the pairs (not where they go or how they run)."""
+        return digest(pairs_identity(self))
+
+    def clip_store_root(self) -> Path:
+        return Path(self.clip_store) if self.clip_store else Path(self.out) / "clips"
+
+
+# Keys that never change what a sample holds: where things go, how they run, how many previews.
+NOT_SHAPING = {"out", "executor", "resources", "clip_store", "clip_stores", "previews"}
+
+
+def pairs_identity(cfg: FactoryConfig) -> dict[str, Any]:
+    return strip_keys(cfg.to_dict(), NOT_SHAPING)
+
+
+def ingest_identity(cfg: FactoryConfig) -> dict[str, Any]:
+    """What makes a clip store's clips what they are: the ingest settings."""
+    return strip_keys({"ingest": to_dict(cfg.ingest)}, NOT_SHAPING)
+
+
+def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) -> FactoryConfig:
+    data = apply_overrides(read_yaml(path), overrides)
+    generate = data.get("generate") or {}
+    settings = generate.pop("settings", None) if isinstance(generate, dict) else None
+    cfg = build(FactoryConfig, data)
+    cls = generator_class(cfg.generate.generator)
+    if settings is not None and not isinstance(settings, dict):
+        raise ConfigError("config key 'generate.settings' must be a mapping")
+    cfg.generate.settings = build(cls.Settings, settings or {}, prefix="generate.settings.")
+    return cfg
