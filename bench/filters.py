@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from augment.stage import AugmentStage  # noqa: E402
-from factory.config import AugmentConfig, IdentityConfig, MouthDistanceConfig, VLMQualityConfig  # noqa: E402
+from augment.stage import AugmentConfig, IdentityConfig, MouthDistanceConfig, VLMQualityConfig  # noqa: E402
 from factory.records import Record  # noqa: E402
 from filters.identity import IdentityFilter  # noqa: E402
 from filters.mouth_distance import MouthDistanceFilter  # noqa: E402

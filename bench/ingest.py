@@ -37,7 +37,7 @@ def landmarks_only_fps(video: Path, frames: int) -> float:
 
 
 def ingest_fps(video: Path, work: Path) -> tuple[float, int]:
-    from factory.config import IngestConfig
+    from factory.stages.ingest import IngestConfig
     from factory.records import Record
     from factory.stages.ingest import IngestStage
 

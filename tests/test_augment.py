@@ -5,7 +5,8 @@ import pytest
 
 from augment import occlusion, relight
 from augment.stage import AugmentStage
-from factory.config import AugmentConfig
+from augment.stage import AugmentConfig
+from factory.payload import PairMedia
 from factory.records import Record
 
 
@@ -17,17 +18,17 @@ def pair(key, seed=0):
     real = frames(seed)
     syn = real.copy()
     syn[:, 40:56, 20:44] = frames(seed + 1)[:, 40:56, 20:44]  # differs only in the "mouth"
-    return Record(key, "pair", media={"real_frames": real, "syn_frames": syn}, meta={})
+    return Record(key, "pair", media=PairMedia(real_frames=real, syn_frames=syn), meta={})
 
 
 @pytest.mark.parametrize("kind", ["occlusion", "relight"])
 def test_both_sides_get_exactly_the_same_transform(kind):
     stage = AugmentStage(AugmentConfig(share=1.0, occlusion=kind == "occlusion", relight=kind == "relight"), seed=3)
     rec = pair("k1")
-    real0, syn0 = rec.media["real_frames"].copy(), rec.media["syn_frames"].copy()
+    real0, syn0 = rec.media.real_frames.copy(), rec.media.syn_frames.copy()
     out = stage([rec])[0]
     assert out.meta["augment"]["kind"] == kind
-    real, syn = out.media["real_frames"], out.media["syn_frames"]
+    real, syn = out.media.real_frames, out.media.syn_frames
     assert not np.array_equal(real, real0)
     same = np.ones(real.shape[1:3], bool)
     same[40:56, 20:44] = False  # where the inputs agree, the outputs agree: the pair stays aligned
@@ -69,4 +70,4 @@ def test_share_and_determinism():
     again = AugmentStage(AugmentConfig(share=0.3), seed=0)
     a, b = stage([pair("key7")])[0], again([pair("key7")])[0]
     assert a.meta.get("augment") == b.meta.get("augment")
-    assert np.array_equal(a.media["real_frames"], b.media["real_frames"])
+    assert np.array_equal(a.media.real_frames, b.media.real_frames)

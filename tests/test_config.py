@@ -1,72 +1,131 @@
+from dataclasses import dataclass, field
+
 import pytest
 import yaml
 
-from factory.config import ConfigError, FactoryConfig, load_config, save_config
+from factory.config import ConfigError, load_config, save_config
+from factory.generators import Generator, register
+from factory.stage import Resources
+from pipelines.settings import FactoryConfig, load_factory_config
 
 
 def test_demo_config_loads_with_overrides():
-    cfg = load_config("configs/demo.yaml", ["ingest.clip_frames=50", "executor.kind=local", "out=/tmp/x"])
+    cfg = load_factory_config("configs/demo.yaml", ["ingest.clip_frames=50", "executor.kind=local", "out=/tmp/x"])
     assert isinstance(cfg, FactoryConfig)
     assert cfg.ingest.clip_frames == 50 and cfg.executor.kind == "local" and cfg.out == "/tmp/x"
-    assert cfg.input.demo is True
 
 
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match="ingest.clip_frame'"):
-        load_config("configs/demo.yaml", ["ingest.clip_frame=50"])
+        load_factory_config("configs/demo.yaml", ["ingest.clip_frame=50"])
 
 
 def test_unknown_section_key_in_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("generate:\n  generatr: transplant\n")
     with pytest.raises(ConfigError, match="generate.generatr"):
-        load_config(path)
+        load_factory_config(path)
 
 
 def test_wrong_type_is_an_error():
     with pytest.raises(ConfigError, match="ingest.clip_frames"):
-        load_config(None, ["ingest.clip_frames=many"])
+        load_factory_config(None, ["ingest.clip_frames=many"])
+    with pytest.raises(ConfigError, match="generate.resources.num_gpus"):
+        load_factory_config(None, ["generate.resources.num_gpus=lots"])
 
 
 def test_override_values_are_data_not_code():
-    cfg = load_config(None, ["out=__import__('os').system('false')"])
+    cfg = load_factory_config(None, ["out=__import__('os').system('false')", "input.paths=['${oc.env:HOME}']"])
     assert cfg.out == "__import__('os').system('false')"
+    assert cfg.input.paths == ["${oc.env:HOME}"]  # not resolved: config values are never evaluated
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(None, ["generate.feather_sigma=3", "input.paths=[a, b]"])
+    cfg = load_factory_config(None, ["generate.feather_sigma=3", "input.paths=[a, b]",
+                                     "generate.settings.colour_match=false"])
     save_config(cfg, tmp_path / "config.yaml")
-    again = load_config(tmp_path / "config.yaml")
-    assert again == cfg and again.input.paths == ["a", "b"]
+    again = load_factory_config(tmp_path / "config.yaml")
+    assert again == cfg and again.input.paths == ["a", "b"] and again.generate.settings.colour_match is False
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["generate"]["feather_sigma"] == 3.0
 
 
-def test_hash_ignores_output_location_but_not_settings():
-    a, b = load_config(None, ["out=x"]), load_config(None, ["out=y"])
-    c = load_config(None, ["generate.feather_sigma=1"])
+def test_the_generic_loader_serves_any_schema(tmp_path):
+    @dataclass
+    class TrainSettings:  # e.g. a trainer's config, later
+        steps: int = 10
+        resources: Resources = field(default_factory=Resources)
+
+    path = tmp_path / "t.yaml"
+    path.write_text("steps: 20\nresources: {num_gpus: 0.5}\n")
+    cfg = load_config(TrainSettings, path, ["resources.pool_size=3"])
+    assert (cfg.steps, cfg.resources.num_gpus, cfg.resources.pool_size) == (20, 0.5, 3)
+    with pytest.raises(ConfigError, match="resources.pools"):
+        load_config(TrainSettings, path, ["resources.pools=3"])
+
+
+def test_hash_ignores_location_and_resources_but_not_settings():
+    a, b = load_factory_config(None, ["out=x"]), load_factory_config(None, ["out=y", "generate.resources.pool_size=7"])
+    c = load_factory_config(None, ["generate.feather_sigma=1"])
     assert a.hash() == b.hash() != c.hash()
 
 
-def test_gpu_config_enables_the_model_stages_and_names_every_missing_weight(tmp_path):
-    from factory.model_paths import check_model_paths
+@dataclass
+class EchoSettings:
+    strength: float = 1.0
+    mode: str = "copy"
+
+
+@register
+class EchoGenerator(Generator):
+    """A plug-in generator with its own keys (re-renders the real frames unchanged)."""
+
+    name = "test_echo"
+    Settings = EchoSettings
+
+    def generate(self, inp):
+        return inp.real_frames
+
+
+def test_a_generator_brings_its_own_settings():
+    cfg = load_factory_config(None, ["generate.generator=test_echo", "generate.settings.strength=0.5"])
+    assert cfg.generate.settings == EchoSettings(strength=0.5)
+    with pytest.raises(ConfigError, match="generate.settings.strenght"):
+        load_factory_config(None, ["generate.generator=test_echo", "generate.settings.strenght=0.5"])
+    with pytest.raises(ConfigError, match="generate.settings.strength"):
+        load_factory_config(None, ["generate.generator=test_echo", "generate.settings.strength=strong"])
+    with pytest.raises(ConfigError, match="generate.settings.strength"):  # transplant has no such key
+        load_factory_config(None, ["generate.settings.strength=0.5"])
+    with pytest.raises(ConfigError, match="unknown generator 'nope'"):
+        load_factory_config(None, ["generate.generator=nope"])
+
+
+def test_every_filter_has_a_section_from_the_registry():
+    from filters.registry import filter_specs
+
+    cfg = load_factory_config(None, ["filters.identity.min_csim=0.9", "filters.vlm_quality.resources.num_gpus=0.5"])
+    for spec in filter_specs():
+        assert isinstance(getattr(cfg.filters, spec.name), spec.settings)
+    assert cfg.filters.identity.min_csim == 0.9 and cfg.filters.vlm_quality.resources.num_gpus == 0.5
+    with pytest.raises(ConfigError, match="filters.sharpness"):
+        load_factory_config(None, ["filters.sharpness.enabled=true"])
+
+
+def test_gpu_config_names_every_missing_weight(tmp_path):
+    from pipelines.model_paths import check_model_paths
     from pipelines.pseudo_pairs import pair_stages
 
-    cfg = load_config("configs/gpu.yaml", [f"out={tmp_path}"])
-    assert cfg.occlusion.enabled and cfg.filters.vlm_quality.enabled and cfg.filters.identity.backend == "arcface"
-    names = [s.name for s in pair_stages(cfg)]
-    assert names[:4] == ["generate", "mouth_distance", "identity", "vlm_quality"] and names[-1] == "encode"
+    cfg = load_factory_config("configs/gpu.yaml", [f"out={tmp_path}"])
     vlm = next(s for s in pair_stages(cfg) if s.name == "vlm_quality")
-    assert vlm.resources.num_gpus == 1 and vlm.resources.batch_size == 8
+    assert vlm.resources.num_gpus == 1 and vlm.resources.batch_size == 8  # the resources section reaches the stage
     with pytest.raises(ConfigError) as err:
         check_model_paths(cfg)  # none of the example paths exist here
     for key in ("filters.identity.arcface_path", "filters.vlm_quality.model_path", "occlusion.sam2_checkpoint"):
         assert key in str(err.value)
+    with pytest.raises(ConfigError, match="generate.weights"):
+        check_model_paths(load_factory_config(None, [f"generate.weights={tmp_path / 'none'}"]))
 
 
-def test_demo_config_runs_identity_mouth_distance_and_augmentation():
-    from factory.model_paths import missing_model_paths
-    from pipelines.pseudo_pairs import pair_stages
+def test_demo_config_needs_no_weights():
+    from pipelines.model_paths import missing_model_paths
 
-    cfg = load_config("configs/demo.yaml")
-    assert [s.name for s in pair_stages(cfg)] == ["generate", "mouth_distance", "identity", "augment", "encode"]
-    assert missing_model_paths(cfg) == []  # the demo needs no weights beyond what the wheels ship
+    assert missing_model_paths(load_factory_config("configs/demo.yaml")) == []

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from factory.config import ConfigError, IdentityConfig
+from factory.config import ConfigError
+from factory.payload import PairMedia
+from filters.identity import IdentityConfig
 from factory.faces.align import frame_to_crop, warp_crop
 from factory.faces.embedders import ArcFaceEmbedder, DlibEmbedder, template_keypoints
 from factory.faces.landmarks import FaceLandmarker
@@ -36,7 +38,7 @@ def clip(face: np.ndarray, n: int = 4, seed: int = 0) -> np.ndarray:
 
 
 def pair(real: np.ndarray, syn: np.ndarray) -> Record:
-    return Record("p", "pair", media={"real_frames": real, "syn_frames": syn})
+    return Record("p", "pair", media=PairMedia(real_frames=real, syn_frames=syn))
 
 
 def test_dlib_csim_keeps_the_same_face_and_rejects_another(faces):
@@ -56,11 +58,10 @@ def test_dlib_csim_keeps_the_same_face_and_rejects_another(faces):
 
 def test_soft_filter_keeps_the_pair_with_its_reason(faces):
     astronaut, hanks = faces
-    stage = IdentityFilter(IdentityConfig(frames=2))
-    stage.soft = True
+    stage = IdentityFilter(IdentityConfig(frames=2), soft=True)
     (record,) = stage([pair(clip(astronaut, 2), clip(hanks, 2))])
     assert not record.rejected and record.filtered == "csim_below_0.96"
-    assert record.meta["filtered_by"] == "identity" and "syn_frames" in record.media
+    assert record.meta["filtered_by"] == "identity" and record.media.syn_frames is not None
 
 
 def test_dlib_embeddings_are_unit_and_deterministic(faces):
@@ -79,11 +80,11 @@ def test_thresholds_default_per_backend_and_override():
 
 
 def test_missing_arcface_weights_name_the_config_key(tmp_path):
-    from factory.config import load_config
-    from factory.model_paths import check_model_paths
+    from pipelines.model_paths import check_model_paths
+    from pipelines.settings import load_factory_config
 
     with pytest.raises(ConfigError, match="filters.identity.arcface_path = None"):
-        check_model_paths(load_config("configs/demo.yaml", ["filters.identity.backend=arcface"]))
+        check_model_paths(load_factory_config("configs/demo.yaml", ["filters.identity.backend=arcface"]))
     with pytest.raises(FileNotFoundError, match="filters.identity.arcface_path"):
         ArcFaceEmbedder(str(tmp_path / "w600k_r50.onnx"))
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from factory.clips import load_clip
-from factory.config import IngestConfig
+from factory.stages.ingest import IngestConfig
 from factory.faces.align import template
 from factory.faces.landmarks import RIGID
+from factory.clip_store import ClipStore
 from factory.records import Record
 from factory.stages.ingest import IngestStage
 from tests.conftest import SR, face_frames
@@ -15,7 +16,7 @@ from tests.media import set_mp4_rotation, write_video
 
 def ingest(path, tmp_path, **overrides):
     cfg = IngestConfig(clip_frames=25, clip_stride=25, **overrides)
-    stage = IngestStage(cfg, tmp_path / "clips")
+    stage = IngestStage(cfg, ClipStore.for_settings(tmp_path / "clips", {"test": 1}))
     return stage([Record("v", "video", meta={"source": str(path), "speaker": "spk"})])
 
 
@@ -148,7 +149,7 @@ def test_clips_never_straddle_a_scene_cut(tmp_path, speech):
     cut = 40
     frames[cut:] = 255 - frames[cut:, :, ::-1]  # a different shot: inverted colours, mirrored
     path = write_video(tmp_path / "cut.mp4", frames, audio=speech)
-    stage = IngestStage(IngestConfig(clip_frames=25, clip_stride=25), tmp_path / "clips")
+    stage = IngestStage(IngestConfig(clip_frames=25, clip_stride=25), ClipStore.for_settings(tmp_path / "clips", {}))
     stage.setup()
     issues = stage._track(str(path), lambda start, arrays: True)
     assert issues["scene_cut"] == 1

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from factory.config import ConfigError, InputConfig
+from factory.config import ConfigError
+from factory.inputs import InputConfig
 from factory.inputs import discover_videos, video_key
 
 

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from factory.clips import Clip, load_occlusion, occlusion_path, save_clip, save_occlusion
-from factory.config import ConfigError, GenerateConfig, OcclusionConfig, load_config
+from factory.config import ConfigError
 from factory.faces.align import frame_to_crop, warp_crop
 from factory.faces.landmarks import FaceLandmarker
 from factory.faces.masks import dilate, lower_face_mask
-from factory.model_paths import check_model_paths
 from factory.records import Record
-from factory.stages.generate import GenerateStage
-from factory.stages.occlusion import OcclusionStage
+from factory.stages.generate import GenerateConfig, GenerateStage
+from factory.stages.occlusion import OcclusionConfig, OcclusionStage, masks_tag
+from pipelines.model_paths import check_model_paths
+from pipelines.settings import load_factory_config as load_config
 from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
 
 T, S = 4, 256
@@ -56,8 +57,8 @@ def clip_record(folder) -> Record:
 
 
 def test_boxes_are_found_propagated_stored_and_reused(clips, tiny_qwen_path):  # noqa: F811
-    occlusion_path(clips / "real.npz").unlink(missing_ok=True)
     s = stage(tiny_qwen_path, None)
+    occlusion_path(clips / "real.npz", s.tag).unlink(missing_ok=True)
     s.setup()
     s.logits_processor = ForceText(s.vlm.processor.tokenizer, HAND)
     (record,) = s([clip_record(clips)])
@@ -65,21 +66,25 @@ def test_boxes_are_found_propagated_stored_and_reused(clips, tiny_qwen_path):  #
     # asked about frames 0, 2 and 3 in one batch; boxes back in crop pixels (x 256/112), widened
     assert record.meta["occluders"] == [{"frame": f, "label": "hand", "box": [84, 139, 170, 197]} for f in (0, 2, 3)]
     assert s.logits_processor.batch_sizes == [3]
-    masks = load_occlusion(clips / "real.npz")
+    assert record.meta["occlusion_masks"] == str(occlusion_path(clips / "real.npz", s.tag))  # travels in the record
+    masks = load_occlusion(record.meta["occlusion_masks"])
     assert masks.shape == (T, S, S) and masks.dtype == bool
     asked = s.logits_processor.calls
     (again,) = s([clip_record(clips)])  # stored: the VLM is not asked again
     assert s.logits_processor.calls == asked and again.meta["occluders"] == record.meta["occluders"]
+    other = stage(tiny_qwen_path, None)
+    other.cfg.probe_frames = 2
+    assert masks_tag(other.cfg, tiny_qwen_path) != s.tag  # other settings never reuse these masks
 
 
 def test_a_nonsense_answer_twice_rejects_the_clip(clips, tiny_qwen_path):  # noqa: F811
-    occlusion_path(clips / "real.npz").unlink(missing_ok=True)
     s = stage(tiny_qwen_path, None)
+    occlusion_path(clips / "real.npz", s.tag).unlink(missing_ok=True)
     s.setup()
     s.logits_processor = ForceText(s.vlm.processor.tokenizer, "maybe a hand?")
     (record,) = s([clip_record(clips)])
     assert record.rejected == "occlusion_vlm_malformed" and s.logits_processor.batch_sizes == [3, 3]
-    assert not occlusion_path(clips / "real.npz").exists()
+    assert not occlusion_path(clips / "real.npz", s.tag).exists()
 
 
 def test_generate_keeps_stored_occluders_real(clips):
@@ -87,17 +92,24 @@ def test_generate_keeps_stored_occluders_real(clips):
     occluder = np.zeros((T, S, S), bool)
     for t in range(T):  # a hand moving across the mouth
         occluder[t, 150:215, 60 + 15 * t:130 + 15 * t] = True
-    save_occlusion(real_path, occluder)
-    pair = Record("real", "pair", meta={"clip_path": real_path, "alt_clip_path": alt_path})
+    masks_path = occlusion_path(real_path, "test")
+    save_occlusion(masks_path, occluder)
+    unmasked = Record("real", "pair", meta={"clip_path": real_path, "alt_clip_path": alt_path})
+    pair = Record("real", "pair", meta={"clip_path": real_path, "alt_clip_path": alt_path,
+                                        "occlusion_masks": str(masks_path)})
+    (plain,) = GenerateStage(GenerateConfig())([unmasked])  # masks on disk but not in the record: unused
+    assert plain.media.occlusion is None and not np.array_equal(plain.media.syn_frames[occluder],
+                                                                  plain.media.real_frames[occluder])
     (out,) = GenerateStage(GenerateConfig())([pair])
-    real, syn = out.media["real_frames"], out.media["syn_frames"]
+    real, syn = out.media.real_frames, out.media.syn_frames
+    assert np.array_equal(out.media.occlusion, occluder)  # the mask travels in the payload
     assert np.array_equal(syn[occluder], real[occluder])  # M_inp = not M_face or M_occ, exactly
-    face = out.media["mask"].astype(bool)
+    face = out.media.mask.astype(bool)
     outside = ~dilate(face.astype(np.uint8), GenerateConfig().mask_dilation).astype(bool)
     assert np.array_equal(syn[:, outside], real[:, outside])
     inner = ~dilate((~face).astype(np.uint8), 12).astype(bool) & ~dilate(occluder[0].astype(np.uint8), 12).astype(bool)
     assert np.abs(syn[0][inner].astype(int) - real[0][inner]).mean() > 10  # the mouth was re-rendered
-    occlusion_path(real_path).unlink()
+    masks_path.unlink()
 
 
 def test_missing_occlusion_models_fail_before_any_work(tiny_qwen_path):  # noqa: F811
@@ -139,6 +151,6 @@ def test_pipeline_with_occlusion_accounts_for_every_clip(tmp_path, talking_video
     # either masked or rejected by the occlusion stage, and only masked clips become pairs
     ingested = [r for r in rows if r["kind"] in ("clip", "pair") and r["stage"] != "ingest"]
     rejected = {r["key"] for r in ingested if r["reason"] == "occlusion_vlm_malformed"}
-    masked = {p.name.split(".")[0] for p in (out / "work" / "clips").rglob("*.occlusion.npz")}
+    masked = {p.name.split(".")[0] for p in (out / "clips").rglob("*.occlusion-*.npz")}
     assert ingested and rejected | masked == {r["key"] for r in ingested} and not rejected & masked
     assert {r["key"] for r in ingested if r["kind"] == "pair"} <= masked

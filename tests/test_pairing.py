@@ -1,4 +1,4 @@
-from factory.config import PairConfig
+from factory.pairing import PairConfig
 from factory.pairing import make_pairs
 from factory.records import Record
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from factory.config import ExecutorConfig
+from factory.executors import ExecutorConfig
 from factory.executors.local import LocalExecutor
 from factory.executors.ray_executor import RayExecutor, ResourceError, fuse
 from factory.records import Record
@@ -128,7 +128,7 @@ def test_gpu_stage_without_gpus_fails_fast_with_a_clear_message():
     code = (
         "import ray, sys\n"
         f"sys.path.insert(0, {ROOT!r})\n"
-        "from factory.config import ExecutorConfig\n"
+        "from factory.executors import ExecutorConfig\n"
         "from factory.executors.ray_executor import RayExecutor, ResourceError\n"
         "from tests.test_ray_executor import WhereAmI, recs\n"
         "from factory.stage import Resources\n"

@@ -9,7 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from factory.config import VLMQualityConfig
+from factory.payload import PairMedia
+from factory.stage import Resources
+from filters.vlm_quality import VLMQualityConfig
 from factory.records import Record
 from factory.stage import threshold_verdict
 from factory.vlm.quality import ASPECTS, parse_quality
@@ -72,13 +74,14 @@ def tokenizer(tiny_qwen_path):  # noqa: F811
 
 @pytest.fixture()
 def cfg(tiny_qwen_path) -> VLMQualityConfig:  # noqa: F811
-    return VLMQualityConfig(enabled=True, model_path=tiny_qwen_path, frames=4, max_new_tokens=160, num_gpus=0)
+    return VLMQualityConfig(enabled=True, model_path=tiny_qwen_path, frames=4, max_new_tokens=160,
+                            resources=Resources(num_gpus=0, batch_size=4))
 
 
 def pairs(n: int, frames: int = 8, size: int = 64) -> list[Record]:
     rng = np.random.default_rng(n)
     return [Record(key=f"pair{i}", kind="pair", meta={"fps": 25},
-                   media={"syn_frames": rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)})
+                   media=PairMedia(syn_frames=rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)))
             for i in range(n)]
 
 

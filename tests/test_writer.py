@@ -8,13 +8,14 @@ from pathlib import Path
 
 import webdataset as wds
 
+from factory.payload import PairMedia
 from factory.records import Record
 from manifests.ledger import Ledger
 from manifests.writer import ShardSink
 
 
 def sample(key):
-    return Record(key, "pair", media={"files": {"a.txt": key.encode(), "meta.json": json.dumps({"key": key}).encode()}},
+    return Record(key, "pair", media=PairMedia(files={"a.txt": key.encode(), "meta.json": json.dumps({"key": key}).encode()}),
                   meta={"scores": {"lmd": 2.0}})
 
 
