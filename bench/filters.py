@@ -21,20 +21,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from augment.stage import AugmentStage  # noqa: E402
-from augment.stage import AugmentConfig, IdentityConfig, MouthDistanceConfig, VLMQualityConfig  # noqa: E402
+from augment.stage import AugmentConfig, AugmentStage  # noqa: E402
+from factory.payload import PairMedia  # noqa: E402
 from factory.records import Record  # noqa: E402
-from filters.identity import IdentityFilter  # noqa: E402
-from filters.mouth_distance import MouthDistanceFilter  # noqa: E402
-from filters.vlm_quality import VLMQualityFilter  # noqa: E402
+from factory.stages.track import TrackStage  # noqa: E402
+from filters.identity import IdentityConfig, IdentityFilter  # noqa: E402
+from filters.mouth_distance import MouthDistanceConfig, MouthDistanceFilter  # noqa: E402
+from filters.vlm_quality import VLMQualityConfig, VLMQualityFilter  # noqa: E402
 from manifests.reader import iter_pairs  # noqa: E402
 
 
 def load_pairs(run: Path, n: int) -> list[Record]:
     records = []
     for sample in iter_pairs(run / "manifest.json"):
-        media = {"real_frames": sample["real"], "syn_frames": sample["syn"], "real_landmarks": sample["real_landmarks"],
-                 "syn_landmarks": sample["syn_landmarks"], "mask": sample["mask"] // 255}
+        media = PairMedia(real_frames=sample["real"], syn_frames=sample["syn"], real_tracked=sample["real_landmarks"],
+                          syn_tracked=sample["syn_landmarks"], mask=sample["mask"] // 255)
         records.append(Record(sample["key"], "pair", media=media, meta={"fps": 25}))
         if len(records) == n:
             break
@@ -44,7 +45,7 @@ def load_pairs(run: Path, n: int) -> list[Record]:
 def time_stage(stage, pairs: list[Record], batch: int) -> float:
     stage.setup()
     stage._ready = True
-    work = [Record(p.key, p.kind, dict(p.media), copy.deepcopy(p.meta)) for p in pairs]
+    work = [Record(p.key, p.kind, copy.copy(p.media), copy.deepcopy(p.meta)) for p in pairs]
     start = time.perf_counter()
     for i in range(0, len(work), batch):
         stage(work[i:i + batch])
@@ -67,13 +68,14 @@ def main() -> None:
 
     tiny = build_tiny_qwen(tmp / "tiny_qwen")
     stages = [
-        ("mouth distance (MediaPipe, both sides)", MouthDistanceFilter(MouthDistanceConfig()), 1),
+        ("re-track landmarks (MediaPipe, both sides)", TrackStage(), 1),
+        ("mouth distance (on tracked landmarks)", MouthDistanceFilter(MouthDistanceConfig()), 1),
         ("identity, dlib ResNet (8 frames/side)", IdentityFilter(IdentityConfig()), 1),
         ("VLM quality, tiny random Qwen2.5-VL", VLMQualityFilter(VLMQualityConfig(model_path=str(tiny),
                                                                                 max_new_tokens=32)), 4),
         ("augment (share 1.0)", AugmentStage(AugmentConfig(share=1.0), seed=0), 1),
     ]
-    print(f"{len(pairs)} pairs of {len(pairs[0].media['real_frames'])} frames from {run}")
+    print(f"{len(pairs)} pairs of {len(pairs[0].media.real_frames)} frames from {run}")
     for name, stage, batch in stages:
         print(f"{name:<42} {time_stage(stage, pairs, batch):7.2f} pairs/s")
 

@@ -39,11 +39,12 @@ def landmarks_only_fps(video: Path, frames: int) -> float:
 def ingest_fps(video: Path, work: Path) -> tuple[float, int]:
     from factory.stages.ingest import IngestConfig
     from factory.records import Record
+    from factory.clip_store import ClipStore
     from factory.stages.ingest import IngestStage
 
-    stage = IngestStage(IngestConfig(max_clips_per_video=1), work / "warmup")
+    stage = IngestStage(IngestConfig(max_clips_per_video=1), ClipStore.for_settings(work / "warmup", {}))
     stage([Record("warmup", "video", meta={"source": str(video), "speaker": "s"})])  # imports, model loads
-    stage = IngestStage(IngestConfig(), work)
+    stage = IngestStage(IngestConfig(), ClipStore.for_settings(work, {}))
     start = time.perf_counter()
     out = stage([Record("bench", "video", meta={"source": str(video), "speaker": "s"})])
     elapsed = time.perf_counter() - start

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from factory.config import load_config  # noqa: E402
+from pipelines.settings import load_factory_config as load_config  # noqa: E402
 from factory.demo import make_demo_videos  # noqa: E402
 from factory.executors import make_executor  # noqa: E402
 from pipelines.pseudo_pairs import run  # noqa: E402

@@ -16,8 +16,8 @@ def test_pipeline_with_vlm_quality(tmp_path, talking_videos, tiny_qwen_path):  #
     code = main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{talking_videos}]", f"out={out}",
                  "ingest.clip_frames=25", "ingest.clip_stride=25", "executor.kind=local", "executor.progress=false",
                  "filters.vlm_quality.enabled=true", f"filters.vlm_quality.model_path={tiny_qwen_path}",
-                 "filters.vlm_quality.num_gpus=0", "filters.vlm_quality.max_new_tokens=24",
-                 "filters.vlm_quality.batch_size=2", "augment.share=0"])
+                 "filters.vlm_quality.resources.num_gpus=0", "filters.vlm_quality.max_new_tokens=24",
+                 "filters.vlm_quality.resources.batch_size=2", "augment.share=0"])
     assert code == 0 and verify(out)[0] == []
     pairs = [r for r in read_table(out / "samples.parquet") if r["kind"] == "pair"]
     scored = [r for r in pairs if r["score_csim"] is not None and r["reason"] != "no_alternative_clip"]

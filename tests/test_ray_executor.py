@@ -143,5 +143,5 @@ def test_gpu_stage_without_gpus_fails_fast_with_a_clear_message():
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "RESOURCE_ERROR" in result.stdout, result.stderr[-2000:]
-    assert "generate.num_gpus=0" in result.stdout and "0 GPUs" in result.stdout
+    assert "generate.resources.num_gpus=0" in result.stdout and "0 GPUs" in result.stdout
     assert ResourceError.__doc__

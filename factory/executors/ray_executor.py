@@ -136,7 +136,7 @@ class RayExecutor:
                 raise ResourceError(
                     f"stage '{segment.name}' asks for {segment.num_gpus:g} GPU per actor, but the Ray cluster "
                     f"has {have:g} GPUs (waited {self.cfg.gpu_wait_s:g}s, executor.gpu_wait_s). Add GPU nodes, "
-                    f"or run it on CPU with generate.num_gpus=0.")
+                    f"or run it on CPU with <section>.resources.num_gpus=0 (e.g. generate.resources.num_gpus=0).")
             time.sleep(1.0)
 
     def _pool_sizes(self, segments: list[Segment]) -> list[int]:

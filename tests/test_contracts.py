@@ -1,0 +1,109 @@
+"""Every built-in generator and filter passes its contract suite (tests/contracts.py); the stage
+list's declared contracts fail before any work when a provider is missing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from factory.faces.align import template
+from factory.faces.landmarks import MOUTH
+from factory.payload import ContractError, PairMedia, check_contracts
+from factory.records import Record
+from filters.identity import IdentityConfig, IdentityFilter
+from filters.mouth_distance import MouthDistanceConfig, MouthDistanceFilter
+from filters.registry import filter_specs
+from filters.vlm_quality import VLMQualityConfig, VLMQualityFilter
+from factory.stage import Resources
+from factory.vlm.quality import ASPECTS
+from tests.contracts import FilterContract, GeneratorContract
+from tests.test_identity import clip, faces  # noqa: F401  (fixture: two real aligned faces)
+from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
+
+
+class TestTransplantGenerator(GeneratorContract):
+    name = "transplant"
+
+
+class TestMouthDistanceFilter(FilterContract):
+    def make_filter(self, soft=False):
+        return MouthDistanceFilter(MouthDistanceConfig(), soft=soft)
+
+    def make_records(self):
+        t = np.repeat(template(256)[None], 4, 0).astype(np.float32)
+        records = []
+        for i, shift in enumerate((2.0, 0.4)):  # lips moved 2 px (kept) and 0.4 px (too similar)
+            syn = t.copy()
+            syn[:, MOUTH, 1] += shift
+            records.append(Record(f"p{i}", "pair", media=PairMedia(real_tracked=t, syn_tracked=syn)))
+        lost = t.copy()
+        lost[:2] = np.nan  # the face is lost on half the synthetic frames
+        records.append(Record("lost", "pair", media=PairMedia(real_tracked=t, syn_tracked=lost)))
+        return records
+
+
+class TestIdentityFilter(FilterContract):
+    @pytest.fixture(autouse=True)
+    def _faces(self, faces):  # noqa: F811
+        self.faces = faces
+
+    def make_filter(self, soft=False):
+        return IdentityFilter(IdentityConfig(frames=2), soft=soft)
+
+    def make_records(self):
+        astronaut, hanks = self.faces
+        return [Record("same", "pair", media=PairMedia(real_frames=clip(astronaut, 2), syn_frames=clip(astronaut, 2, 1))),
+                Record("other", "pair", media=PairMedia(real_frames=clip(astronaut, 2), syn_frames=clip(hanks, 2)))]
+
+
+class TestVLMQualityFilter(FilterContract):
+    @pytest.fixture(autouse=True)
+    def _model(self, tiny_qwen_path):  # noqa: F811
+        self.path = tiny_qwen_path
+
+    def make_filter(self, soft=False):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        good, poor = (json.dumps(dict(zip(ASPECTS, v))) for v in ([5, 4, 5, 4, 5, 4], [3, 3, 2, 4, 3, 3]))
+        cfg = VLMQualityConfig(enabled=True, model_path=self.path, frames=2, max_new_tokens=160,
+                               resources=Resources(num_gpus=0, batch_size=2))
+        return VLMQualityFilter(cfg, soft=soft, logits_processor=ForceText(tokenizer, [good, poor]))
+
+    def make_records(self):
+        rng = np.random.default_rng(0)
+        return [Record(f"p{i}", "pair", meta={"fps": 25},
+                       media=PairMedia(syn_frames=rng.integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)))
+                for i in range(2)]
+
+
+def test_every_registered_filter_has_a_contract_suite():
+    tested = {"mouth_distance", "identity", "vlm_quality"}
+    assert {spec.name for spec in filter_specs()} <= tested, "add a FilterContract subclass for the new filter"
+
+
+class Needs:
+    def __init__(self, name, requires=(), provides=()):
+        self.name, self.requires, self.provides = name, requires, provides
+
+
+def test_contracts_name_the_stage_and_the_missing_field():
+    check_contracts([Needs("gen", provides=("syn_frames",)), Needs("f", requires=("syn_frames",))])
+    with pytest.raises(ContractError, match="stage 'f' requires pair field 'syn_frames'"):
+        check_contracts([Needs("gen", provides=("real_frames",)), Needs("f", requires=("syn_frames",))])
+    with pytest.raises(ContractError, match="unknown pair field 'lips'"):
+        check_contracts([Needs("gen", provides=("lips",))])
+
+
+def test_a_config_without_a_provider_fails_before_any_work():
+    from pipelines.pseudo_pairs import pair_stages
+    from pipelines.settings import load_factory_config
+
+    cfg = load_factory_config("configs/demo.yaml")
+    stages = pair_stages(cfg)
+    assert [s.name for s in stages] == ["generate", "track", "mouth_distance", "identity", "augment", "encode"]
+    without_tracking = [s for s in stages if s.name != "track"]
+    with pytest.raises(ContractError, match="stage 'mouth_distance' requires pair field 'real_tracked'"):
+        check_contracts(without_tracking)
