@@ -11,6 +11,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from factory.files import atomic_write
 
 class ConfigError(ValueError):
     """A bad config: unknown key, wrong type, missing file. The CLI exits non-zero on it."""
@@ -242,6 +243,4 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> FactoryCo
 
 def save_config(cfg: FactoryConfig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -9,9 +9,7 @@ and everything else hides behind it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 from factory.clips import Clip, save_clip
 from factory.config import IngestConfig
 from factory.faults import fault_point
+from factory.files import atomic_write, file_digest
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
 from factory.media.audio import load_audio
 from factory.media.vad import SpeechDetector
@@ -29,14 +28,6 @@ from factory.media.video import MediaError, iter_frames, probe
 from factory.records import Record
 from factory.stages.assemble import Background, ClipAssembler
 from factory.stage import Resources, Stage
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def frame_histogram(rgb: np.ndarray) -> np.ndarray:
@@ -84,9 +75,7 @@ class IngestStage(Stage):
             video.meta["reject_detail"] = exc.detail
             records = [video.reject(exc.reason, self.name)]
         marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"key": r.key, "kind": r.kind, "meta": r.meta} for r in records]))
-        os.replace(tmp, marker)
+        atomic_write(marker, json.dumps([{"key": r.key, "kind": r.kind, "meta": r.meta} for r in records]))
         fault_point("ingest_done", video.key)
         return records
 
@@ -123,7 +112,7 @@ class IngestStage(Stage):
         speech = self.vad.speech_mask(audio)
         if speech.mean() < 0.02:
             raise MediaError("silent_audio", f"speech in {speech.mean():.1%} of the audio")
-        return audio, speech, file_sha256(path)
+        return audio, speech, file_digest(path, "sha256")
 
     def _why_no_clip(self, issues: Counter) -> str:
         frames = issues.pop("frames", 0)
