@@ -16,6 +16,8 @@ import numpy as np
 from factory.config import ConfigError, IdentityConfig
 from factory.devices import pick_device
 from factory.faces.embedders import build_embedder
+from factory.metrics.csim import csim
+from factory.metrics.frames import evenly_spaced
 from factory.records import Record
 from factory.stage import Filter, Resources
 
@@ -27,15 +29,6 @@ def identity_thresholds(cfg: IdentityConfig) -> dict[str, tuple[str, float]]:
         raise ConfigError(f"unknown filters.identity.backend {cfg.backend!r} (known: dlib, arcface)")
     floor = cfg.min_csim if cfg.min_csim is not None else DEFAULT_MIN_CSIM[cfg.backend]
     return {"csim": (">=", floor)}
-
-
-def sample_frames(n: int, k: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
-
-
-def csim(real: np.ndarray, syn: np.ndarray) -> float:
-    """Mean cosine of row-aligned unit embeddings."""
-    return float(np.mean(np.sum(real * syn, axis=1)))
 
 
 class IdentityFilter(Filter):
@@ -51,6 +44,6 @@ class IdentityFilter(Filter):
 
     def score(self, record: Record) -> dict[str, float]:
         real, syn = record.media["real_frames"], record.media["syn_frames"]
-        idx = sample_frames(min(len(real), len(syn)), self.cfg.frames)
+        idx = evenly_spaced(min(len(real), len(syn)), self.cfg.frames)
         emb = self.embedder.embed(np.concatenate([real[idx], syn[idx]]))
         return {"csim": round(csim(emb[: len(idx)], emb[len(idx):]), 4)}

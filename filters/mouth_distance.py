@@ -1,10 +1,8 @@
 """Mouth landmark distance (LMD) between the synthetic and the real clip.
 
-Unit: the mean Euclidean distance, over the 40 MediaPipe lip points and over frames, between the
-two clips' landmarks after each frame is aligned (Umeyama similarity on the rigid points) to the
-canonical template drawn at 256x256 pixels. So LMD is "pixels of a 256-px canonical face", the
-same whatever the crop size. X-Dub rejects pairs below 1.0: their lips barely differ, so the pair
-teaches nothing. Both sides are measured by the same detector on the same crops.
+The filter tracks both sides' landmarks with the same detector on the same crops and keeps pairs
+whose lips differ enough (X-Dub: LMD >= 1.0). The maths and its unit (pixels of a 256-px
+canonical face) live in factory/metrics/lmd.py, shared with evaluation.
 """
 
 from __future__ import annotations
@@ -12,13 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from factory.config import MouthDistanceConfig
-from factory.faces.align import align_to_template
 from factory.faults import fault_point
-from factory.faces.landmarks import MOUTH, NUM_LANDMARKS, FaceLandmarker
+from factory.faces.landmarks import NUM_LANDMARKS, FaceLandmarker
+from factory.metrics.lmd import mouth_distance
 from factory.records import Record
 from factory.stage import Filter
-
-LMD_SCALE = 256
 
 
 def track(frames: np.ndarray) -> np.ndarray:
@@ -30,17 +26,6 @@ def track(frames: np.ndarray) -> np.ndarray:
             if faces:
                 out[t] = faces[0][:, :2]
     return out
-
-
-def mouth_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """LMD between two (T, 478, 2) landmark tracks; frames missing in either are skipped."""
-    dists = []
-    for pa, pb in zip(a, b):
-        if np.isnan(pa).any() or np.isnan(pb).any():
-            continue
-        qa, qb = align_to_template(pa, LMD_SCALE), align_to_template(pb, LMD_SCALE)
-        dists.append(np.linalg.norm(qa[MOUTH] - qb[MOUTH], axis=1).mean())
-    return float(np.mean(dists)) if dists else float("nan")
 
 
 def mouth_distance_thresholds(cfg: MouthDistanceConfig) -> dict[str, tuple[str, float]]:

@@ -17,6 +17,7 @@ import logging
 import numpy as np
 
 from factory.config import VLMQualityConfig
+from factory.metrics.frames import evenly_spaced
 from factory.records import Record
 from factory.stage import Filter, Resources
 from factory.vlm.quality import ASPECTS, QUALITY_PROMPT, RETRY_HINT, parse_quality
@@ -29,11 +30,6 @@ CLIP_FPS = 25  # the factory's clip rate, when a record does not say
 
 def vlm_quality_thresholds(cfg: VLMQualityConfig) -> dict[str, tuple[str, float]]:
     return {"vlm_mean": (">", cfg.min_mean)}
-
-
-def evenly(n: int, k: int) -> np.ndarray:
-    """Up to k frame indices spread evenly over n frames."""
-    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
 
 
 def named_scores(aspects: dict[str, float]) -> dict[str, float]:
@@ -73,7 +69,7 @@ class VLMQualityFilter(Filter):
         clips, fps = [], []
         for record in records:
             frames = record.media["syn_frames"]
-            idx = evenly(len(frames), self.cfg.frames)
+            idx = evenly_spaced(len(frames), self.cfg.frames)
             clips.append(frames[idx])
             fps.append(record.meta.get("fps", CLIP_FPS) * len(idx) / len(frames))
         return self.vlm.chat(clips, [prompt] * len(records), self.cfg.max_new_tokens,
