@@ -19,7 +19,6 @@ Usage: python bench/calibrate_identity.py [--run OUT] [--backend dlib|arcface --
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import re
 import subprocess
@@ -37,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 from factory.faces.align import frame_to_crop, warp_crop  # noqa: E402
 from factory.faces.embedders import build_embedder  # noqa: E402
 from factory.faces.landmarks import FaceLandmarker  # noqa: E402
+from factory.metrics.csim import csim  # noqa: E402
+from factory.metrics.frames import evenly_spaced  # noqa: E402
 from manifests.reader import iter_pairs  # noqa: E402
 
 CROP = 256
@@ -70,10 +71,6 @@ def aligned_faces(rgb: np.ndarray, max_faces: int) -> list[np.ndarray]:
     return [warp_crop(rgb, frame_to_crop(f, CROP), CROP) for f in faces[:max_faces]]
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1)
-
-
 def describe(name: str, values: list[float]) -> str:
     v = np.asarray(values)
     return (f"{name:<34} n={len(v):<4} mean={v.mean():.4f}  min={v.min():.4f}  "
@@ -104,13 +101,13 @@ def main() -> None:
                         f"out={run}", "executor.kind=local", "augment.share=0", "-q"], check=True)
     pair_csim, real_by_speaker = [], {}
     for sample in iter_pairs(run / "manifest.json"):
-        idx = np.linspace(0, len(sample["real"]) - 1, 8).round().astype(int)
+        idx = evenly_spaced(len(sample["real"]), 8)
         real, syn = embedder.embed(sample["real"][idx]), embedder.embed(sample["syn"][idx])
-        pair_csim.append(float(cosines(real, syn).mean()))
+        pair_csim.append(csim(real, syn))
         real_by_speaker.setdefault(sample["meta"]["speaker"], []).append(real)
 
     photos_same = [float(a @ b) for embs in identities.values() for a, b in itertools.combinations(embs, 2)]
-    segments_same = [float(cosines(a, b).mean()) for clips in real_by_speaker.values()
+    segments_same = [csim(a, b) for clips in real_by_speaker.values()
                      for a, b in itertools.combinations(clips, 2)]  # one speaker, different segments
     same = photos_same + segments_same
     different = [float(a[0] @ b[0]) for (ia, a), (ib, b) in itertools.combinations(identities.items(), 2)]

@@ -12,6 +12,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from skimage import data
 
+from factory.files import atomic_path
 from factory.media.encode import add_aac_stream, mux_audio
 
 
@@ -33,8 +34,7 @@ def long_720p_video(path: Path, seconds: float) -> Path:
     rng = np.random.default_rng(0)
     background = cv2.GaussianBlur(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8), (0, 0), 6)
     audio = speech(seconds, path.parent)
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w") as out:
+    with atomic_path(path, suffix=".tmp.mp4") as tmp, av.open(str(tmp), "w") as out:
         vs = out.add_stream("libx264", rate=25)
         vs.width, vs.height, vs.pix_fmt = 1280, 720, "yuv420p"
         vs.options = {"preset": "ultrafast", "crf": "23"}
@@ -48,5 +48,4 @@ def long_720p_video(path: Path, seconds: float) -> Path:
         for p in vs.encode():
             out.mux(p)
         mux_audio(out, aus, audio)
-    tmp.replace(path)
     return path

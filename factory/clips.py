@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from factory.files import atomic_path
 
 
 @dataclass
@@ -19,9 +20,8 @@ class Clip:
 
 def save_clip(path: Path, clip: Clip) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, frames=clip.frames, landmarks=clip.landmarks, transforms=clip.transforms, audio=clip.audio)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.npz") as tmp:  # np.savez would append .npz to a bare .tmp
+        np.savez(tmp, frames=clip.frames, landmarks=clip.landmarks, transforms=clip.transforms, audio=clip.audio)
 
 
 def load_clip(path: str | Path) -> Clip:
@@ -38,11 +38,9 @@ def occlusion_path(clip_path: str | Path, tag: str) -> Path:
 def save_occlusion(path: str | Path, masks: np.ndarray, occluders_json: str = "[]") -> None:
     """(T, S, S) bool occluder masks, bit-packed (a 77-frame 256 clip: 0.6 MB instead of 5),
     with the VLM's labelled boxes as JSON, at `path` (see occlusion_path)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, bits=np.packbits(masks.astype(bool), axis=-1), shape=np.array(masks.shape),
-             occluders=np.array(occluders_json))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
+        np.savez(tmp, bits=np.packbits(masks.astype(bool), axis=-1), shape=np.array(masks.shape),
+                 occluders=np.array(occluders_json))
 
 
 def load_occlusion(path: str | Path) -> np.ndarray:

@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
 
+from factory.files import atomic_write
 
 class ConfigError(ValueError):
     """A bad config: unknown key, wrong type, missing file. The CLI exits non-zero on it."""
@@ -101,8 +102,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: Path) -> None:
-    from factory.files import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

@@ -12,7 +12,6 @@ real work. Not a substitute for real footage, but real faces, real audio, real c
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ import soundfile as sf
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import resample_poly
 
+from factory.files import atomic_path
 from factory.faces.landmarks import INNER_LIP_GAP, LIPS_INNER, LOWER_FACE, FaceLandmarker
 from factory.media.encode import add_aac_stream, mux_audio
 
@@ -226,14 +226,9 @@ def make_talking_video(path: Path, text: str, *, seconds: float | None = None, s
             yield np.clip(rgb + noise, 0, 255).astype(np.uint8)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    try:
+    with atomic_path(path, suffix=".tmp.mp4") as tmp:  # PyAV picks the container from the extension
         write_mp4(tmp, frames(), audio, size, fps)
         check_mp4(tmp, count)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return path
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from factory.metrics.frames import evenly_spaced
+
 
 def preview_image(real: np.ndarray, syn: np.ndarray, rows: int = 3, gain: float = 4.0) -> np.ndarray:
     """RGB uint8 grid; the difference is amplified `gain` times so small lip changes show."""
-    picks = np.linspace(0, len(real) - 1, rows).round().astype(int)
+    picks = evenly_spaced(len(real), rows)
     lines = []
     for t in picks:
         diff = np.clip(np.abs(real[t].astype(np.int16) - syn[t].astype(np.int16)) * gain, 0, 255).astype(np.uint8)

@@ -3,26 +3,18 @@ plus the run's config and stats."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from factory.files import atomic_write, file_digest
 
 KIND = "wids-shard-index-v1"
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def shard_entry(path: Path, nsamples: int, root: Path) -> dict[str, Any]:
     return {"url": path.relative_to(root).as_posix(), "nsamples": nsamples,
-            "filesize": path.stat().st_size, "md5sum": md5sum(path)}
+            "filesize": path.stat().st_size, "md5sum": file_digest(path, "md5")}
 
 
 def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict,
@@ -48,8 +40,4 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=False))

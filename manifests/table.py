@@ -9,6 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory.files import atomic_path
+
 COLUMNS = ["key", "kind", "fate", "reason", "stage", "shard", "source", "speaker", "video_key",
            "alt_key", "frame_start", "frame_end", "generator"]
 
@@ -33,9 +35,8 @@ def write_table(path: Path, entries: list[dict[str, Any]]) -> None:
     columns = {c: [r.get(c) for r in rows] for c in COLUMNS + score_cols}
     schema = pa.schema([(c, pa.float64() if c.startswith("score_") else
                          pa.int64() if c.startswith("frame_") else pa.string()) for c in columns])
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.table(columns, schema=schema), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(columns, schema=schema), tmp)
 
 
 def read_table(path: str | Path) -> list[dict[str, Any]]:

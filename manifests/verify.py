@@ -14,7 +14,8 @@ from pathlib import Path
 
 import webdataset as wds
 
-from manifests.format import md5sum, read_manifest
+from factory.files import file_digest
+from manifests.format import read_manifest
 from manifests.table import read_table
 from manifests.writer import PARTIAL, safe_member
 
@@ -38,7 +39,7 @@ def _check_shard(out: Path, entry: dict) -> tuple[list[str], list[str]]:
     problems = []
     if path.stat().st_size != entry["filesize"]:
         problems.append(f"{entry['url']}: size {path.stat().st_size} != manifest {entry['filesize']}")
-    if md5sum(path) != entry["md5sum"]:
+    if file_digest(path, "md5") != entry["md5sum"]:
         problems.append(f"{entry['url']}: md5 differs from the manifest")
     try:
         keys, member_problems = _shard_keys(path)

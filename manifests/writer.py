@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import webdataset as wds
 
 from factory.faults import fault_point
+from factory.files import fsync_dir, fsync_file
 from factory.records import Record
 from factory.stage import Resources
 from manifests.format import shard_entry
@@ -154,10 +155,10 @@ class ShardSink:
 
     def _finalise(self, partial_name: str) -> None:
         partial = Path(partial_name)
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(partial)
         final = partial.with_name(partial.name[: -len(PARTIAL)])
-        os.replace(partial, final)
+        os.replace(partial, final)  # not atomic_path: the .partial name is the resume protocol
+        fsync_dir(final.parent)
         fault_point("shard_renamed")
         records = self._pending.pop(partial_name, [])
         self._commit(final, [(r.key, r.meta) for r in records])

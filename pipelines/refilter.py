@@ -27,6 +27,7 @@ import webdataset as wds
 from factory.config import ConfigError, save_config
 from factory.faults import fault_point
 from filters.registry import filter_specs, filter_thresholds, judge
+from factory.files import atomic_path, fsync_dir, fsync_file
 from manifests.format import read_manifest, shard_entry, write_json_atomic, write_manifest
 from manifests.ledger import Ledger
 from manifests.table import write_table
@@ -93,13 +94,14 @@ def build_view(out: Path, tag: str, entries: dict[str, dict], kept: list[str], m
                     sink.write(_restamp(sample, stamp))
     rows = {key: dict(entry) for key, entry in entries.items()}
     for tar in sorted(partial.glob("*.tar")):
-        with open(tar, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(tar)
         for key in tar_keys(tar)[0]:
             rows[key]["shard"] = (view / tar.name).relative_to(out).as_posix()
     write_table(partial / TABLE, list(rows.values()))
     fault_point("refilter_view")
+    fsync_dir(partial)  # the view's entries, then the rename that publishes them
     os.replace(partial, view)
+    fsync_dir(view.parent)
     return view
 
 
@@ -136,8 +138,8 @@ def refilter(out: str | Path, overrides: list[str]) -> dict[str, Any]:
     write_manifest(out / "manifest.json", view_shards, cfg.to_dict(), summary, run_rejected, run_kept,
                    table=(view / TABLE).relative_to(out).as_posix())
     fault_point("refilter_committed")
-    shutil.copyfile(view / TABLE, out / (TABLE + ".tmp"))
-    os.replace(out / (TABLE + ".tmp"), out / TABLE)  # the usual place, for people and scripts
+    with atomic_path(out / TABLE) as tmp:  # the usual place, for people and scripts
+        shutil.copyfile(view / TABLE, tmp)
     write_json_atomic(out / "summary.json", summary)
     save_config(cfg, out / "refilter.yaml")
     for old in (out / "views").iterdir():  # views the manifest no longer points at

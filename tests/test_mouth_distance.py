@@ -2,7 +2,7 @@ import numpy as np
 
 from factory.faces.align import apply, template
 from factory.faces.landmarks import MOUTH
-from filters.mouth_distance import mouth_distance
+from factory.metrics.lmd import mouth_distance
 
 
 def test_lmd_is_zero_for_identical_tracks_under_head_motion():

@@ -12,7 +12,7 @@ from factory.clips import Clip, load_occlusion, occlusion_path, save_clip, save_
 from factory.config import ConfigError
 from factory.faces.align import frame_to_crop, warp_crop
 from factory.faces.landmarks import FaceLandmarker
-from factory.faces.masks import dilate, lower_face_mask
+from factory.faces.masks import dilate
 from factory.records import Record
 from factory.stages.generate import GenerateConfig, GenerateStage
 from factory.stages.occlusion import OcclusionConfig, OcclusionStage, masks_tag

@@ -9,12 +9,10 @@ and everything else hides behind it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,6 +20,7 @@ import numpy as np
 from factory.clip_store import ClipStore
 from factory.clips import Clip, save_clip
 from factory.faults import fault_point
+from factory.files import file_digest
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
 from factory.media.audio import load_audio
 from factory.media.vad import SpeechDetector
@@ -46,14 +45,6 @@ class IngestConfig:
     vad_threshold: float = 0.5
     min_speech_ratio: float = 0.2  # share of a clip's audio that must be speech
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def frame_histogram(rgb: np.ndarray) -> np.ndarray:
@@ -135,7 +126,7 @@ class IngestStage(Stage):
         speech = self.vad.speech_mask(audio)
         if speech.mean() < 0.02:
             raise MediaError("silent_audio", f"speech in {speech.mean():.1%} of the audio")
-        return audio, speech, file_sha256(path)
+        return audio, speech, file_digest(path, "sha256")
 
     def _why_no_clip(self, issues: Counter) -> str:
         frames = issues.pop("frames", 0)

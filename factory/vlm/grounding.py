@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from factory.metrics.frames import evenly_spaced
 from factory.vlm.model import QwenVL
 from factory.vlm.quality import RETRY_HINT, load_json_like
 
@@ -94,7 +95,7 @@ def probe_indices(num_frames: int, probes: int) -> list[int]:
     """Frames to ask about, spread evenly (1 probe: the middle frame)."""
     if probes <= 1:
         return [num_frames // 2]
-    return sorted({int(i) for i in np.linspace(0, num_frames - 1, probes).round()})
+    return evenly_spaced(num_frames, probes).tolist()
 
 
 def ground_occluders(vlm: QwenVL, frames: np.ndarray, logits_processor=None,
