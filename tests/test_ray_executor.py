@@ -142,6 +142,14 @@ def test_stages_with_equal_resources_fuse_into_one_actor():
     assert [len(s.stages) for s in segments] == [2, 1] and segments[0].pool_size == 3
 
 
+def test_pools_shrink_to_the_budget_and_a_shared_pool_counts_once():
+    cpu_a, gpu, cpu_b = fuse([Square(Resources(pool_size=2)), WhereAmI(Resources(num_gpus=1)),
+                              Square(Resources(pool_size=2))])
+    assert RayExecutor._pool_sizes([cpu_a, gpu, cpu_b], {"CPU": 3, "GPU": 1}) == [2, 1, 2]  # 2 + 1 actors
+    assert RayExecutor._pool_sizes([cpu_a], {"CPU": 1, "GPU": 0}) == [1]
+    assert RayExecutor._pool_sizes([cpu_a], {"CPU": 0, "GPU": 0}) == [1]  # waits for a CPU rather than none
+
+
 def test_worker_death_is_retried(fake_gpu_ray, tmp_path):
     stage = DieOn(bad=3, times=1, counter=tmp_path / "deaths")
     with RayExecutor(ExecutorConfig(max_retries=2)) as executor:

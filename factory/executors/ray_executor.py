@@ -191,7 +191,8 @@ class RayExecutor:
                 actors[s.shape] = max(actors.get(s.shape, 0), n)
             need_cpu = sum(n * cpus for (cpus, _), n in actors.items())
             need_gpu = sum(n * gpus for (_, gpus), n in actors.items())
-            if (need_cpu <= budget["CPU"] + 1e-9 and need_gpu <= budget["GPU"] + 1e-9) or all(n == 1 for n in sizes):
+            fits = need_cpu <= budget["CPU"] + 1e-9 and need_gpu <= budget["GPU"] + 1e-9
+            if fits or all(n == 1 for n in sizes):
                 return sizes
             i = max(range(len(sizes)), key=lambda j: sizes[j])
             sizes[i] -= 1
@@ -229,7 +230,7 @@ class RayExecutor:
     def _release(self, segments: list[Segment], pools: list[list]) -> None:
         """Has every actor of the map's pools tear down and forget the map's stages (after the
         batches it still runs), and adds what they did to `stage_stats()`."""
-        if not ray.is_initialized():  # closed mid-map: the actors are gone already
+        if not ray.is_initialized() or not self._pools:  # closed mid-map: the actors are gone already
             return
         refs = [actor.release.remote([segment.id]) for segment, pool in zip(segments, pools) for actor in pool]
         for ref in refs:
