@@ -1,13 +1,16 @@
-"""The stage interface: settings in the constructor, models in `setup()`, batches in `__call__`.
+"""The stage interface: settings in the constructor, models in `setup()`, batches in `__call__`,
+models released in `teardown()`.
 
 A stage never imports an executor: it must run in a plain Python loop. Executors read
-`resources` to place it (CPUs, fractional GPUs, batch and pool sizes).
+`resources` to place it (CPUs, fractional GPUs, batch and pool sizes), call `release()` when a map
+is done with it, and read `report()` for its counts and time.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +41,11 @@ class FilterConfig:
 
 
 class Stage:
-    """Base class. Subclasses implement `process(records)` on non-rejected records only."""
+    """Base class. Subclasses implement `process(records)` on non-rejected records only.
+
+    Counts: `stats` holds `passed` / `dropped_<reason>` per record out; `records_in` and `seconds`
+    the records given to `process` and the wall time spent there (retries included, setup not).
+    """
 
     name: str = "stage"
     retries: int = 1  # extra attempts for a record whose processing raised
@@ -50,13 +57,32 @@ class Stage:
     def __init__(self, resources: Resources | None = None):
         self.resources = resources or Resources()
         self.stats: Counter = Counter()
+        self.records_in = 0
+        self.seconds = 0.0
         self._ready = False
 
     def setup(self) -> None:
         """Load models here, not in __init__, so a stage pickles cheaply into a worker."""
 
+    def teardown(self) -> None:
+        """Release what `setup()` loaded (models, GPU memory, threads). Called once per setup."""
+
     def process(self, records: list[Record]) -> list[Record]:
         raise NotImplementedError
+
+    @property
+    def is_set_up(self) -> bool:
+        return self._ready
+
+    def release(self) -> None:
+        """What executors call when done with a stage: teardown if set up; a later batch sets it up again."""
+        if self._ready:
+            self._ready = False
+            self.teardown()
+
+    def report(self) -> dict[str, float]:
+        """{"records": in, "seconds": in process, "passed": n, "dropped_<reason>": n, ...}"""
+        return {"records": self.records_in, "seconds": self.seconds, **self.stats}
 
     def __call__(self, batch: list[Record]) -> list[Record]:
         if not self._ready:
@@ -66,6 +92,7 @@ class Stage:
         active = [r for r in batch if not r.rejected]
         if not active:
             return passthrough
+        started = time.perf_counter()
         snapshot = [(copy.copy(r.media), copy.deepcopy(r.meta)) for r in active]
         try:
             out = self.process(active)
@@ -74,6 +101,8 @@ class Stage:
             for record, (media, meta) in zip(active, snapshot):
                 record.media, record.meta = media, meta
                 out.extend(self._process_one_safely(record))
+        self.records_in += len(active)
+        self.seconds += time.perf_counter() - started
         for r in out:
             reason = r.rejected or (r.filtered if r.meta.get("filtered_by") == self.name else None)
             self.stats[f"dropped_{reason}" if reason else "passed"] += 1

@@ -1,4 +1,5 @@
-"""The end-of-run summary: counts from the ledger (so it covers resumed runs too) and timing."""
+"""The end-of-run summary: counts from the ledger (so it covers resumed runs too), timing, and
+optionally what each stage did this run (an executor's `stage_stats()`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 
 
 def summarise(entries: list[dict[str, Any]], videos_in: int, wall_s: float, written_now: int,
-              frames_per_pair: int, skipped_files: int, worker_failures: int) -> dict[str, Any]:
+              frames_per_pair: int, skipped_files: int, worker_failures: int,
+              stage_stats: dict[str, dict] | None = None) -> dict[str, Any]:
+    """`stage_stats`: stage name -> {"records", "seconds", "passed", "dropped_<reason>"...},
+    kept as "stages" (this run's work only, unlike the ledger counts)."""
     by_kind = Counter(e.get("kind") for e in entries)
     kept = [e for e in entries if e["fate"] == "kept"]
     reasons = Counter(e["reason"] for e in entries if e["fate"] == "rejected")
@@ -26,6 +30,7 @@ def summarise(entries: list[dict[str, Any]], videos_in: int, wall_s: float, writ
         "pairs_per_s": round(written_now / wall_s, 3) if wall_s > 0 else 0.0,
         "frames_per_s": round(written_now * frames_per_pair / wall_s, 1) if wall_s > 0 else 0.0,
         "records_by_kind": dict(by_kind),
+        "stages": stage_stats or {},
     }
 
 
@@ -45,4 +50,14 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["rejections"]:
         lines.append("rejections:")
         lines += [f"  {reason:<32} {n}" for reason, n in s["rejections"].items()]
+    if s.get("stages"):
+        lines.append("stages (this run):")
+        lines += [format_stage(name, counts) for name, counts in s["stages"].items()]
     return "\n".join(lines)
+
+
+def format_stage(name: str, counts: dict[str, float]) -> str:
+    dropped = sum(n for key, n in counts.items() if key.startswith("dropped_"))
+    seconds = counts.get("seconds", 0.0)
+    return (f"  {name:<20} {counts.get('records', 0):>6} in  {counts.get('passed', 0):>6} passed  "
+            f"{dropped:>6} dropped  {seconds:8.1f} s")

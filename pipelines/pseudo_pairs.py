@@ -182,7 +182,7 @@ def finish(cfg: FactoryConfig, executor, sink: ShardSink, out: Path, videos_in: 
            written: int, start: float) -> dict[str, Any]:
     entries = sink.entries()
     summary = summarise(entries, videos_in, time.monotonic() - start, written, cfg.ingest.clip_frames,
-                        skipped, executor.failures)
+                        skipped, executor.failures, executor.stage_stats())
     fault_point("manifest")
     kept_shards, rejected_shards = sink.shard_lists()
     write_manifest(out / "manifest.json", kept_shards, cfg.to_dict(), summary, rejected_shards)

@@ -1,7 +1,9 @@
 """Executors run a list of stages over records. Same stages, same results, in-process or on Ray.
 
 Interface: `map(stages, records) -> iterator of records` (streaming; Ray yields in completion
-order), `close()`, and `failures` (records given up on after worker deaths).
+order; when a map ends or is abandoned its stages are torn down), `stage_stats()` (stage name ->
+{"records", "seconds", "passed", "dropped_<reason>"...} over every map so far), `close()`, and
+`failures` (records given up on after worker deaths).
 """
 
 from __future__ import annotations

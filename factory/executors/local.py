@@ -1,10 +1,14 @@
-"""In-process executor: stages chained in a plain loop, in input order. For tests and debugging."""
+"""In-process executor: stages chained in a plain loop, in input order. For tests and debugging.
+
+Each stage gets batches of its own `resources.batch_size` (counting the records it will process;
+rejected records ride along untouched), so a stage behaves here as on Ray.
+"""
 
 from __future__ import annotations
 
-from itertools import islice
 from typing import Iterable, Iterator
 
+from factory.executors.stats import StageStats, since
 from factory.records import Record
 from factory.stage import Stage
 
@@ -14,14 +18,44 @@ class LocalExecutor:
 
     def __init__(self):
         self.failures = 0
+        self._stats = StageStats()
 
     def map(self, stages: list[Stage], records: Iterable[Record]) -> Iterator[Record]:
-        it = iter(records)
-        size = max(1, stages[0].resources.batch_size)
-        while batch := list(islice(it, size)):
-            for stage in stages:
-                batch = stage(batch)
-            yield from batch
+        """Streams records through `stages`; when the map ends (or is abandoned), tears down the
+        stages it set up and adds what they did to `stage_stats()`."""
+        before = [stage.report() for stage in stages]
+        fresh = [stage for stage in stages if not stage.is_set_up]  # the caller's own setups stay
+        stream: Iterator[Record] = iter(records)
+        for stage in stages:
+            stream = batched_through(stage, stream)
+        try:
+            yield from stream
+        finally:
+            for stage, report in zip(stages, before):
+                self._stats.add(stage.name, since(stage.report(), report))
+            for stage in fresh:
+                stage.release()
+
+    def stage_stats(self) -> dict[str, dict]:
+        """Stage name -> {"records", "seconds", "passed", "dropped_<reason>"...} over every map so far."""
+        return self._stats.as_dict()
 
     def close(self) -> None:
         pass
+
+
+def batched_through(stage: Stage, records: Iterator[Record]) -> Iterator[Record]:
+    """Runs `stage` on batches of `batch_size` records to process, lazily and in order."""
+    size = max(1, stage.resources.batch_size)
+    batch: list[Record] = []
+    active = 0
+    for record in records:
+        batch.append(record)
+        active += not record.rejected
+        if active == size:
+            yield from stage(batch)
+            batch, active = [], 0
+    if active:
+        yield from stage(batch)
+    else:  # only rejected records left: no need to set the stage up for them
+        yield from batch

@@ -6,18 +6,23 @@ factory's stages are coarse (a whole video, a whole pair), so a simple ray.wait 
 actor busy. Consecutive stages with the same resources are fused into one actor (like Ray Data's
 operator fusion), so a pair's frames cross the object store once.
 
-GPU stages ask Ray for `num_gpus` and use the device Ray assigns (CUDA_VISIBLE_DEVICES is set by
-Ray for the actor). A GPU request the cluster can never meet fails fast with a clear message
-instead of pending forever.
+Pools are sized from the CPUs and GPUs free now (plus what this executor's own pools hold), not
+from the cluster's total, so they do not wait forever next to another Ray job, such as a Ray Train
+job holding CPUs. GPU stages ask Ray for `num_gpus` and use the device Ray assigns
+(CUDA_VISIBLE_DEVICES is set by Ray for the actor). A GPU request the cluster can never meet fails
+fast with a clear message instead of pending forever.
+
+Actors outlive a map (their imports and warm processes serve the next phase), but a map's stages do
+not: when the map ends or is abandoned, every actor it used tears them down and reports their
+counts, which `stage_stats()` sums.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections import deque
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Iterable, Iterator
@@ -25,7 +30,9 @@ from typing import Iterable, Iterator
 import ray
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
+from factory import cluster
 from factory.executors import ExecutorConfig
+from factory.executors.stats import StageStats, since
 from factory.records import Record
 from factory.stage import Stage
 
@@ -39,18 +46,36 @@ class ResourceError(RuntimeError):
 
 @ray.remote
 class StageWorker:
-    """Runs any list of stages; keeps each list (and the models its setup() loaded) by id, so one
-    actor serves every phase of a run and pays its imports once."""
+    """Runs any list of stages; keeps each list (and the models its setup() loaded) by segment id
+    until the executor releases it, so one actor serves every phase of a run and pays its imports once."""
 
     def __init__(self):
-        self.stages: dict[str, list[Stage]] = {}
+        self.segments: dict[str, list[Stage]] = {}
+        self.reports: dict[str, list[dict]] = {}  # each stage's report when it arrived here
 
     def run(self, segment_id: str, stages_ref: list, batch: list[Record]) -> list[Record]:
-        if segment_id not in self.stages:
-            self.stages[segment_id] = ray.get(stages_ref[0])  # wrapped in a list: fetched once, here
-        for stage in self.stages[segment_id]:
+        if segment_id not in self.segments:
+            stages = ray.get(stages_ref[0])  # wrapped in a list: fetched once, here
+            self.segments[segment_id], self.reports[segment_id] = stages, [s.report() for s in stages]
+        for stage in self.segments[segment_id]:
             batch = stage(batch)
         return batch
+
+    def release(self, segment_ids: list[str]) -> list[tuple[str, dict]]:
+        """Tears down and forgets these segments' stages; returns (stage name, what it did here)."""
+        done = []
+        for segment_id in segment_ids:
+            for stage, before in zip(self.segments.pop(segment_id, []), self.reports.pop(segment_id, [])):
+                try:
+                    stage.release()
+                except Exception:  # a failed teardown must not lose the counts or the other stages
+                    log.exception("teardown of stage '%s' failed", stage.name)
+                done.append((stage.name, since(stage.report(), before)))
+        return done
+
+    def held(self) -> list[str]:
+        """Ids of the segments whose stages this actor keeps."""
+        return list(self.segments)
 
     def gpu_ids(self) -> list:
         return [str(g) for g in ray.get_gpu_ids()]
@@ -96,16 +121,17 @@ class RayExecutor:
         self.failures = 0
         self._started_ray = False
         self._pools: dict[tuple[float, float], list] = {}  # by (num_cpus, num_gpus), kept across map()
+        self._stats = StageStats()
 
     def start(self) -> None:
-        if ray.is_initialized():
-            return
-        if self.cfg.address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=self.cfg.address, log_to_driver=True)  # a cluster, e.g. under `ray job submit`
-        else:  # embedded: a private local Ray, dashboard off (and never on a public interface)
-            ray.init(num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, include_dashboard=False,
-                     dashboard_host="127.0.0.1", log_to_driver=True)
-            self._started_ray = True
+        """Joins the configured cluster, or starts an embedded Ray that `close()` shuts down."""
+        self._started_ray = cluster.connect(self.cfg.address, self.cfg.num_cpus, self.cfg.num_gpus) \
+            or self._started_ray
+
+    def stage_stats(self) -> dict[str, dict]:
+        """Stage name -> {"records", "seconds", "passed", "dropped_<reason>"...}, summed over the
+        actors of every finished map (a map's counts arrive when it ends; a dead actor's are lost)."""
+        return self._stats.as_dict()
 
     def __enter__(self) -> "RayExecutor":
         return self
@@ -114,12 +140,18 @@ class RayExecutor:
         self.close()
 
     def close(self) -> None:
+        """Kills the actors; shuts Ray down if `start()` started it, else waits (briefly) until Ray
+        sees their CPUs and GPUs free, so whatever sizes itself next (a trainer, another executor)
+        can use them."""
+        freed = self._budget() if self._pools and ray.is_initialized() else None
         for pool in self._pools.values():
             for actor in pool:
                 ray.kill(actor)
         self._pools.clear()
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._started_ray:
+            cluster.disconnect(True)
+        elif freed:
+            cluster.wait_until_available(freed)
         self._started_ray = False
 
     # -- placement -----------------------------------------------------------------------------
@@ -129,7 +161,7 @@ class RayExecutor:
             return
         deadline = time.monotonic() + self.cfg.gpu_wait_s
         while True:
-            have = ray.cluster_resources().get("GPU", 0)
+            have = cluster.total()["GPU"]
             if have >= segment.num_gpus:
                 return
             if time.monotonic() >= deadline:
@@ -139,16 +171,28 @@ class RayExecutor:
                     f"or run it on CPU with <section>.resources.num_gpus=0 (e.g. generate.resources.num_gpus=0).")
             time.sleep(1.0)
 
-    def _pool_sizes(self, segments: list[Segment]) -> list[int]:
+    def _budget(self) -> dict[str, float]:
+        """CPUs and GPUs this map's actors may hold: what is free, plus what this executor's pools
+        hold (those actors are reused, or killed before new ones start), within the cluster's total."""
+        budget, most = cluster.available(), cluster.total()
+        for (cpus, gpus), pool in self._pools.items():
+            budget["CPU"] += cpus * len(pool)
+            budget["GPU"] += gpus * len(pool)
+        return {kind: min(budget[kind], most[kind]) for kind in budget}
+
+    @staticmethod
+    def _pool_sizes(segments: list[Segment], budget: dict[str, float]) -> list[int]:
         """Shrink pools so every actor can start at once: an actor that cannot be placed would
         pend forever and stall the pipeline."""
-        resources = ray.cluster_resources()
-        cpus, gpus = resources.get("CPU", 1), resources.get("GPU", 0)
         sizes = [s.pool_size for s in segments]
         while True:
-            need_cpu = sum(n * s.num_cpus for n, s in zip(sizes, segments))
-            need_gpu = sum(n * s.num_gpus for n, s in zip(sizes, segments))
-            if (need_cpu <= cpus and need_gpu <= gpus + 1e-9) or all(n == 1 for n in sizes):
+            actors: dict[tuple[float, float], int] = {}  # by shape: segments of one shape share a pool
+            for n, s in zip(sizes, segments):
+                actors[s.shape] = max(actors.get(s.shape, 0), n)
+            need_cpu = sum(n * cpus for (cpus, _), n in actors.items())
+            need_gpu = sum(n * gpus for (_, gpus), n in actors.items())
+            fits = need_cpu <= budget["CPU"] + 1e-9 and need_gpu <= budget["GPU"] + 1e-9
+            if fits or all(n == 1 for n in sizes):
                 return sizes
             i = max(range(len(sizes)), key=lambda j: sizes[j])
             sizes[i] -= 1
@@ -165,17 +209,36 @@ class RayExecutor:
     # -- streaming -----------------------------------------------------------------------------
 
     def map(self, stages: list[Stage], records: Iterable[Record]) -> Iterator[Record]:
+        """Streams records through `stages` on actor pools, yielding in completion order. When the
+        map ends or is abandoned, its actors tear its stages down (see `_release`)."""
         self.start()
         segments = fuse(stages)
         for segment in segments:
             self._check_gpus(segment)
+        budget = self._budget()  # counted before the kills below, whose resources come back
         for shape in set(self._pools) - {s.shape for s in segments}:  # free what this map won't use
             for actor in self._pools.pop(shape):
                 ray.kill(actor)
         for segment in segments:
             segment.id, segment.ref = uuid.uuid4().hex, [ray.put(segment.stages)]
-        pools = [self._pool(s, n) for s, n in zip(segments, self._pool_sizes(segments))]
-        yield from self._stream(segments, pools, iter(records))
+        pools = [self._pool(s, n) for s, n in zip(segments, self._pool_sizes(segments, budget))]
+        try:
+            yield from self._stream(segments, pools, iter(records))
+        finally:
+            self._release(segments, pools)
+
+    def _release(self, segments: list[Segment], pools: list[list]) -> None:
+        """Has every actor of the map's pools tear down and forget the map's stages (after the
+        batches it still runs), and adds what they did to `stage_stats()`."""
+        if not ray.is_initialized() or not self._pools:  # closed mid-map: the actors are gone already
+            return
+        refs = [actor.release.remote([segment.id]) for segment, pool in zip(segments, pools) for actor in pool]
+        for ref in refs:
+            try:
+                for name, counts in ray.get(ref):
+                    self._stats.add(name, counts)
+            except (RayActorError, WorkerCrashedError, RayTaskError) as exc:
+                log.warning("an actor could not release its stages (its counts are lost): %s", exc)
 
     def _stream(self, segments: list[Segment], pools: list[list], source: Iterator[Record]) -> Iterator[Record]:
         n = len(segments)
