@@ -34,10 +34,15 @@ def make_pairs(clips: list[Record], cfg: PairConfig) -> list[Record]:
     for clip in sorted(clips, key=lambda c: c.key):
         group = clip.meta["speaker"] if cfg.cross_video else f'{clip.meta["speaker"]}/{clip.meta["video_key"]}'
         groups[group].append(clip)
+    ends = {(c.meta["video_key"], c.meta["frame_range"][1]): c for c in clips}
     pairs = []
     for members in groups.values():
         for clip in members:
-            pairs.append(_pair_for(clip, members, cfg))
+            pair = _pair_for(clip, members, cfg)
+            before = ends.get((clip.meta["video_key"], clip.meta["frame_range"][0]))
+            if before is not None and not pair.rejected:  # the frames just before: a generator's motion frames
+                pair.meta["motion_clip_path"] = before.meta["clip_path"]
+            pairs.append(pair)
     return pairs
 
 

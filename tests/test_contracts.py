@@ -10,6 +10,7 @@ import pytest
 
 from factory.faces.align import template
 from factory.faces.landmarks import MOUTH
+from factory.generators import Generator, register
 from factory.payload import ContractError, PairMedia, check_contracts
 from factory.records import Record
 from filters.identity import IdentityConfig, IdentityFilter
@@ -107,3 +108,35 @@ def test_a_config_without_a_provider_fails_before_any_work():
     without_tracking = [s for s in stages if s.name != "track"]
     with pytest.raises(ContractError, match="stage 'mouth_distance' requires pair field 'real_tracked'"):
         check_contracts(without_tracking)
+
+
+@register
+class RecordingGenerator(Generator):
+    """Asks for reference and motion frames and keeps what it was given (re-renders nothing new)."""
+
+    name = "test_recording"
+    reference_frames, motion_frames = 2, 3
+    seen: list = []
+
+    def generate(self, inp):
+        RecordingGenerator.seen.append(inp)
+        return inp.alt_frames
+
+
+def test_the_stage_passes_the_reference_and_motion_frames_a_generator_asks_for(tmp_path):
+    from factory.clips import load_clip
+    from factory.stages.generate import GenerateConfig, GenerateStage
+    from tests.contracts import clip_pair_on_disk
+
+    real, alt = clip_pair_on_disk(tmp_path)
+    (tmp_path / "before").mkdir()
+    before, _ = clip_pair_on_disk(tmp_path / "before", seed=5)
+    meta = {"clip_path": str(real), "alt_clip_path": str(alt), "motion_clip_path": str(before)}
+    RecordingGenerator.seen.clear()
+    (record,) = GenerateStage(GenerateConfig(generator="test_recording"), seed=3)([Record("k", "pair", meta=meta)])
+    (inp,) = RecordingGenerator.seen
+    frames = load_clip(real).frames
+    assert np.array_equal(inp.reference_frames, frames[[0, len(frames) - 1]])
+    assert np.array_equal(inp.motion_frames, load_clip(before).frames[-3:])
+    assert inp.masks.shape == frames.shape[:3] and inp.real_audio is not None and inp.alt_audio is not None
+    assert not record.rejected and record.meta["generator"] == "test_recording"

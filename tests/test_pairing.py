@@ -34,3 +34,12 @@ def test_too_similar_alternative_is_rejected():
     clips = [clip("a0", "a", [1, 1]), clip("a1", "a", [1, 1.2])]
     pairs = make_pairs(clips, PairConfig(min_mouth_difference=0.5))
     assert {p.rejected for p in pairs} == {"alternative_too_similar"}
+
+
+def test_a_pair_names_the_clip_just_before_it_for_motion_frames():
+    clips = [clip("v_c0000", "v", [1, 2, 3]), clip("v_c0001", "v", [5, 1, 5]), clip("v_c0002", "v", [2, 2, 2])]
+    clips[1].meta["frame_range"] = [3, 6]  # follows c0000 directly
+    clips[2].meta["frame_range"] = [10, 13]  # after a gap: no motion frames
+    pairs = {p.key: p for p in make_pairs(clips, PairConfig())}
+    assert pairs["v_c0001"].meta["motion_clip_path"] == "/c/v_c0000.npz"
+    assert "motion_clip_path" not in pairs["v_c0000"].meta and "motion_clip_path" not in pairs["v_c0002"].meta

@@ -30,7 +30,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-WORK_PATHS = ("clip_path", "alt_clip_path", "occlusion_masks")
+WORK_PATHS = ("clip_path", "alt_clip_path", "occlusion_masks", "motion_clip_path")
 
 
 def sample_meta(meta: dict) -> dict:

@@ -67,12 +67,14 @@ class GenerateStage(Stage):
         mask = lower_face_mask([real.landmarks, alt.landmarks], size)
         occ_path = record.meta.get("occlusion_masks")  # set by this run's occlusion stage, else none
         occlusion = load_occlusion(occ_path)[:n] if occ_path else None
-        refs = self.generator.reference_frames
+        refs, motion = self.generator.reference_frames, self.generator.motion_frames
+        before = record.meta.get("motion_clip_path") if motion else None
         inp = GenerationInput(
             key=record.key, real_frames=real.frames[:n], real_landmarks=real.landmarks[:n], real_audio=real.audio,
             alt_frames=alt.frames[:n], alt_landmarks=alt.landmarks[:n], alt_audio=alt.audio,
             masks=np.broadcast_to(mask, (n, size, size)), occlusion=occlusion,
             reference_frames=real.frames[evenly_spaced(n, refs)] if refs else None,
+            motion_frames=load_clip(before).frames[-motion:] if before else None,
             fps=record.meta.get("fps", 25), sample_rate=record.meta.get("sample_rate", 16000),
             seed=zlib.crc32(record.key.encode()) ^ self.seed)
         media = PairMedia(real_frames=real.frames[:n], real_audio=real.audio, alt_audio=alt.audio,
