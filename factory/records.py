@@ -22,6 +22,10 @@ class Record:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def fate(self) -> tuple[str, str | None, str | None]:
+        return fate_of(self.meta)
+
+    @property
     def rejected(self) -> str | None:
         return self.meta.get("rejected")
 
@@ -36,3 +40,13 @@ class Record:
             self.meta["rejected_by"] = stage
         self.media = None  # a rejected record carries no heavy payload downstream
         return self
+
+
+def fate_of(meta: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(fate, reason, stage): "kept", or "rejected" with why and by whom. A threshold failure set
+    aside for refilter (`filtered`) is a rejection too; the one place fate is read from a record."""
+    if meta.get("rejected"):
+        return "rejected", meta["rejected"], meta.get("rejected_by")
+    if meta.get("filtered"):
+        return "rejected", meta["filtered"], meta.get("filtered_by")
+    return "kept", None, None

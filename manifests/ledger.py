@@ -11,6 +11,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from factory.records import fate_of
+
+BULKY = ("mouth_open",)  # per-frame lists: not worth a ledger line
+
+
+def ledger_entry(key: str, kind: str, meta: dict[str, Any], shard: str | None = None) -> dict[str, Any]:
+    """A sample's line: its fate as the record states it (factory.records.fate_of), its shard if any."""
+    fate, reason, stage = fate_of(meta)
+    entry = {"key": key, "kind": kind, "fate": fate, "reason": reason, "stage": stage,
+             "meta": {k: v for k, v in meta.items() if k not in BULKY}}
+    if shard is not None:
+        entry["shard"] = shard
+    return entry
+
 
 class Ledger:
     def __init__(self, path: Path):

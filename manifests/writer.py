@@ -28,7 +28,7 @@ from factory.files import fsync_dir, fsync_file
 from factory.records import Record
 from factory.stage import Resources
 from manifests.format import shard_entry
-from manifests.ledger import Ledger
+from manifests.ledger import Ledger, ledger_entry
 
 @dataclass
 class WriteConfig:
@@ -128,9 +128,7 @@ class ShardSink:
     def reject(self, record: Record) -> None:
         if record.key in self.ledger:
             return
-        self.ledger.append([{"key": record.key, "kind": record.kind, "fate": "rejected",
-                             "reason": record.rejected, "stage": record.meta.get("rejected_by"),
-                             "meta": _slim(record.meta)}])
+        self.ledger.append([ledger_entry(record.key, record.kind, record.meta)])
         fault_point("rejection_recorded")
 
     def write(self, record: Record) -> None:
@@ -165,9 +163,7 @@ class ShardSink:
 
     def _commit(self, tar: Path, samples: list[tuple[str, dict]]) -> None:
         entry = shard_entry(tar, len(samples), self.out)
-        self.ledger.append([{"key": key, "kind": "pair", "fate": "rejected" if meta.get("filtered") else "kept",
-                             "reason": meta.get("filtered"), "stage": meta.get("filtered_by"),
-                             "shard": entry["url"], "meta": _slim(meta)} for key, meta in samples])
+        self.ledger.append([ledger_entry(key, "pair", meta, shard=entry["url"]) for key, meta in samples])
         fault_point("shard_committed")
         with open(self.shards_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -180,11 +176,6 @@ class ShardSink:
             writer.close()
         self._writers.clear()
         self.ledger.close()
-
-
-def _slim(meta: dict) -> dict:
-    """Meta for the ledger and table: drop bulky per-frame lists."""
-    return {k: v for k, v in meta.items() if k not in ("mouth_open",)}
 
 
 def preview_path(out: Path, key: str) -> Path:

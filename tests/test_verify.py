@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 from factory.cli import main
+from factory.payload import PairMedia
 from factory.records import Record
 from manifests.format import write_manifest
 from manifests.table import write_table
@@ -16,7 +17,7 @@ from manifests.writer import ShardSink
 
 
 def sample(key):
-    return Record(key, "pair", media={"files": {"a.txt": key.encode(), "meta.json": b"{}"}}, meta={})
+    return Record(key, "pair", media=PairMedia(files={"a.txt": key.encode(), "meta.json": b"{}"}), meta={})
 
 
 @pytest.fixture
