@@ -12,6 +12,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from skimage import data
 
+from tests.cli import FINISHED_RUN, run_factory
 from tests.media import write_video
 
 SR = 16000
@@ -65,3 +66,13 @@ def talking_videos(tmp_path_factory):
     (folder / "notes.txt").write_text("not a video")
     (folder / "broken.mp4").write_bytes(b"\x00" * 100)
     return folder
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, talking_videos):
+    """The output folder of one small local `factory run` on talking_videos (tests.cli.FINISHED_RUN),
+    made once per session. Read it only: a test that changes an output copies this one first
+    (shutil.copytree into its tmp_path)."""
+    out = tmp_path_factory.mktemp("finished_run") / "out"
+    assert run_factory(out, *FINISHED_RUN, videos=talking_videos) == 0
+    return out

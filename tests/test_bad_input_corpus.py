@@ -4,12 +4,12 @@ pairs from the good files and records a specific reason for each bad one."""
 import numpy as np
 import pytest
 
-from factory.cli import main
 from factory.inputs import video_key
 from factory.media.audio import load_audio
 from factory.media.video import iter_frames
 from manifests.table import read_table
 from manifests.verify import verify
+from tests.cli import LOCAL, SMALL, run_factory
 from tests.conftest import SR, face_frames
 from tests.media import set_mp4_rotation, write_video
 
@@ -52,8 +52,7 @@ def corpus(tmp_path_factory, talking_videos, speech):
 def test_one_run_over_the_whole_corpus(tmp_path, corpus):
     folder, bad, good = corpus
     out = tmp_path / "out"
-    code = main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{folder}]", f"out={out}",
-                 "ingest.clip_frames=25", "ingest.clip_stride=25", "executor.kind=local", "executor.progress=false"])
+    code = run_factory(out, *SMALL, LOCAL, videos=folder)
     assert code == 0
     table = read_table(out / "samples.parquet")
     by_video = {}

@@ -17,8 +17,9 @@ from manifests.table import read_table
 from manifests.verify import verify
 from pipelines.pseudo_pairs import claim_output
 
-SMALL = ["input.demo=false", "ingest.clip_frames=25", "ingest.clip_stride=25", "executor.kind=local",
-         "executor.progress=false", "write.previews=0"]
+from tests.cli import CONFIG, LOCAL, SMALL
+
+ARGS = [*SMALL, LOCAL, "input.demo=false", "write.previews=0"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def store(tmp_path_factory, talking_videos):
     root = tmp_path_factory.mktemp("store")
     videos = root / "videos"
     shutil.copytree(talking_videos, videos)
-    code = main(["ingest", "configs/demo.yaml", *SMALL, f"input.paths=[{videos}]", f"clip_store={root / 'clips'}",
+    code = main(["ingest", CONFIG, *ARGS, f"input.paths=[{videos}]", f"clip_store={root / 'clips'}",
                  f"out={root / 'ignored'}"])
     assert code == 0
     (path,) = (root / "clips").glob("ingest-*")
@@ -37,7 +38,7 @@ def store(tmp_path_factory, talking_videos):
 
 
 def pairs(store, out, *overrides) -> int:
-    return main(["pairs", "configs/demo.yaml", *SMALL, f"clip_stores=[{store}]", f"out={out}", *overrides])
+    return main(["pairs", CONFIG, *ARGS, f"clip_stores=[{store}]", f"out={out}", *overrides])
 
 
 def sample_files(out) -> dict[str, set[str]]:

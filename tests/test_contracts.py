@@ -19,7 +19,7 @@ from filters.registry import filter_specs
 from filters.vlm_quality import VLMQualityConfig, VLMQualityFilter
 from factory.stage import Resources
 from factory.vlm.quality import ASPECTS
-from tests.contracts import FilterContract, GeneratorContract
+from tests.contracts import FilterContract, GeneratorContract, assert_refilter_reproduces_the_run
 from tests.test_identity import clip, faces  # noqa: F401  (fixture: two real aligned faces)
 from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
 
@@ -140,3 +140,7 @@ def test_the_stage_passes_the_reference_and_motion_frames_a_generator_asks_for(t
     assert np.array_equal(inp.motion_frames, load_clip(before).frames[-3:])
     assert inp.masks.shape == frames.shape[:3] and inp.real_audio is not None and inp.alt_audio is not None
     assert not record.rejected and record.meta["generator"] == "test_recording"
+
+
+def test_refilter_reproduces_a_finished_runs_verdicts(finished_run):
+    assert_refilter_reproduces_the_run(finished_run)

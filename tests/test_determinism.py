@@ -2,16 +2,14 @@
 
 import pytest
 
-from factory.cli import main
+from tests.cli import FINISHED_RUN, run_factory
 
 
 @pytest.mark.slow
-def test_two_runs_write_byte_identical_shards(tmp_path, talking_videos):
-    outs = [tmp_path / "a", tmp_path / "b"]
-    for out in outs:
-        assert main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{talking_videos}]",
-                     f"out={out}", "ingest.clip_frames=25", "ingest.clip_stride=25", "executor.kind=local",
-                     "executor.progress=false", "write.shard_maxcount=3"]) == 0
+def test_two_runs_write_byte_identical_shards(tmp_path, talking_videos, finished_run):
+    again = tmp_path / "again"  # a second run with the shared run's exact settings
+    assert run_factory(again, *FINISHED_RUN, videos=talking_videos) == 0
+    outs = [finished_run, again]
     shards = [sorted((out / "shards").glob("*.tar")) for out in outs]
     assert [p.name for p in shards[0]] == [p.name for p in shards[1]] and shards[0]
     for a, b in zip(*shards):

@@ -18,6 +18,7 @@ from factory.stages.generate import GenerateConfig, GenerateStage
 from factory.stages.occlusion import OcclusionConfig, OcclusionStage, masks_tag
 from pipelines.model_paths import check_model_paths
 from pipelines.settings import load_factory_config as load_config
+from tests.cli import LOCAL, SMALL, run_factory
 from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
 
 T, S = 4, 256
@@ -136,15 +137,13 @@ def random_sam2_checkpoint(tmp_path_factory):
 @pytest.mark.slow
 def test_pipeline_with_occlusion_accounts_for_every_clip(tmp_path, talking_videos, tiny_qwen_path,  # noqa: F811
                                                          random_sam2_checkpoint):
-    from factory.cli import main
     from manifests.table import read_table
     from manifests.verify import verify
 
     out = tmp_path / "out"
-    code = main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{talking_videos}]", f"out={out}",
-                 "ingest.clip_frames=25", "ingest.clip_stride=25", "executor.kind=local",
-                 "executor.progress=false", "occlusion.enabled=true", f"occlusion.vlm_path={tiny_qwen_path}",
-                 f"occlusion.sam2_checkpoint={random_sam2_checkpoint}", "occlusion.image_size=64"])
+    code = run_factory(out, *SMALL, LOCAL, "occlusion.enabled=true", f"occlusion.vlm_path={tiny_qwen_path}",
+                       f"occlusion.sam2_checkpoint={random_sam2_checkpoint}", "occlusion.image_size=64",
+                       videos=talking_videos)
     assert code == 0 and verify(out)[0] == []
     rows = read_table(out / "samples.parquet")
     # a random model answers nonsense (or, rarely, "[]" or a box): every clip that left ingest is

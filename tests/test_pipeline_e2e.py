@@ -1,23 +1,15 @@
 """`factory run` end to end on real talking-face video, under both executors."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import webdataset as wds
 
-from factory.cli import main
 from manifests.reader import iter_pairs
 from manifests.table import read_table
-
-SMALL = ["ingest.clip_frames=25", "ingest.clip_stride=25", "executor.progress=false", "write.shard_maxcount=3"]
-
-
-def run(tmp_path, videos, *extra):
-    out = tmp_path / "out"
-    code = main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{videos}]", f"out={out}",
-                 *SMALL, *extra])
-    return code, out
+from tests.cli import FINISHED_RUN, LOCAL, SHARDS_OF_3, SMALL, executor, factory_command, run_args, run_factory
 
 
 def check_output(out):
@@ -53,36 +45,38 @@ def check_output(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_factory_run_writes_pairs(tmp_path, talking_videos, executor):
-    code, out = run(tmp_path, talking_videos, f"executor.kind={executor}")
-    assert code == 0
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_factory_run_writes_pairs(tmp_path, talking_videos, kind, request):
+    if kind == "local":  # the session's shared run has exactly these settings
+        out = request.getfixturevalue("finished_run")
+    else:
+        out = tmp_path / "out"
+        assert run_factory(out, *SMALL, SHARDS_OF_3, executor(kind), videos=talking_videos) == 0
     manifest, table = check_output(out)
     assert manifest["stats"]["pairs_written"] >= 4
     assert manifest["stats"]["files_skipped_by_extension"] == 1
     broken = [r for r in table.values() if r["kind"] == "video"]
     assert [r["reason"] for r in broken] == ["unreadable_container"]
     assert len(list((out / "previews").glob("*.jpg"))) == manifest["stats"]["pairs_written"]
-    assert (out / "config.yaml").exists() and manifest["config"]["executor"]["kind"] == executor
+    assert (out / "config.yaml").exists() and manifest["config"]["executor"]["kind"] == kind
 
 
 @pytest.mark.slow
-def test_rerun_adds_nothing_and_loses_nothing(tmp_path, talking_videos):
-    code, out = run(tmp_path, talking_videos, "executor.kind=local")
+def test_rerun_adds_nothing_and_loses_nothing(tmp_path, talking_videos, finished_run):
+    out = shutil.copytree(finished_run, tmp_path / "out")  # the rerun writes into it
     first = sorted((out / "shards").iterdir())
-    code2, out = run(tmp_path, talking_videos, "executor.kind=local")
-    assert code == code2 == 0
+    code2 = run_factory(out, *FINISHED_RUN, videos=talking_videos)
+    assert code2 == 0
     assert sorted((out / "shards").iterdir()) == first
     manifest, _ = check_output(out)
     assert manifest["stats"]["pairs_written_this_run"] == 0
 
 
 def test_bad_config_and_no_input_exit_non_zero(tmp_path):
-    assert main(["run", "configs/demo.yaml", "ingest.nope=1"]) == 2
+    assert run_factory(None, "ingest.nope=1") == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{empty}]",
-                 f"out={tmp_path / 'o'}", "executor.kind=local"]) == 3
+    assert run_factory(tmp_path / "o", LOCAL, videos=empty) == 3
 
 
 def kept_keys(out):
@@ -94,14 +88,12 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, talkin
     import os
     import signal
     import subprocess
-    import sys
     import time
 
-    args = ["configs/demo.yaml", "input.demo=false", f"input.paths=[{talking_videos}]", *SMALL,
-            "executor.kind=local", "write.shard_maxcount=1"]
-    assert main(["run", *args, f"out={tmp_path / 'ref'}"]) == 0
+    settings = [*SMALL, LOCAL, "write.shard_maxcount=1"]  # one pair a shard: many commit points
+    assert run_factory(tmp_path / "ref", *settings, videos=talking_videos) == 0
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "run", *args, f"out={out}", "-q"],
+    proc = subprocess.Popen(factory_command(*run_args(out, *settings, videos=talking_videos), "-q"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = out / "state" / "ledger.jsonl"
     deadline = time.monotonic() + 300
@@ -112,7 +104,7 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, talkin
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert main(["run", *args, f"out={out}"]) == 0
+    assert run_factory(out, *settings, videos=talking_videos) == 0
     assert not list(out.rglob("*.partial"))
     check_output(out)
     assert kept_keys(out) == kept_keys(tmp_path / "ref")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import QUIET, SHORT_CLIPS, run_args
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -40,9 +42,8 @@ def test_ray_job_submit_runs_the_factory(tmp_path, still_talker):
         out = tmp_path / "out"
         result = subprocess.run(
             [ray, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
-             "python", "factory/run.py", "configs/demo.yaml", "input.demo=false", f"input.paths=[{inputs}]",
-             f"out={out}", "ingest.clip_frames=25", "ingest.clip_stride=25", "filters.mouth_distance.min_lmd=0",
-             "executor.progress=false"],
+             "python", "factory/run.py",
+             *run_args(out, *SHORT_CLIPS, "filters.mouth_distance.min_lmd=0", QUIET, videos=inputs)[1:]],
             env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "succeeded" in result.stdout

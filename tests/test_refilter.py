@@ -9,17 +9,15 @@ from manifests.reader import iter_pairs
 from manifests.table import read_table
 from manifests.verify import verify
 from pipelines.refilter import rejudge
-
-SMALL = ["ingest.clip_frames=25", "ingest.clip_stride=25", "executor.progress=false", "executor.kind=local",
-         "write.shard_maxcount=2", "augment.share=0"]
+from tests.cli import LOCAL, SMALL, factory_command, run_factory
 
 
 @pytest.fixture(scope="module")
 def strict_run(tmp_path_factory, talking_videos):
     """A run whose LMD threshold nobody passes: every pair is set aside in rejected shards."""
     out = tmp_path_factory.mktemp("refilter") / "out"
-    code = main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{talking_videos}]", f"out={out}",
-                 *SMALL, "filters.mouth_distance.min_lmd=1000"])
+    code = run_factory(out, *SMALL, LOCAL, "write.shard_maxcount=2", "augment.share=0",
+                       "filters.mouth_distance.min_lmd=1000", videos=talking_videos)
     assert code == 0
     return out
 
@@ -112,13 +110,12 @@ def test_a_killed_refilter_leaves_a_valid_output_and_finishes_on_rerun(strict_ru
     import os
     import signal
     import subprocess
-    import sys
 
     rows = pair_rows(strict_run)
     lmds = sorted(r["score_lmd"] for r in rows.values() if r["score_lmd"] is not None)
     cut = lmds[len(lmds) // 3] + 1e-3 * (1 + REFILTER_KILL_POINTS.index(point))  # unused so far: a new view
     change = f"filters.mouth_distance.min_lmd={cut}"
-    killed = subprocess.run([sys.executable, "-m", "factory.cli", "refilter", str(strict_run), change],
+    killed = subprocess.run(factory_command("refilter", str(strict_run), change),
                             env={**os.environ, "FACTORY_FAULTS": f"{point}=kill"}, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert verify(strict_run)[0] == []  # the old manifest, or the new one: either verifies

@@ -3,17 +3,14 @@ uninterrupted run's, every sample exactly once, nothing half-written, and verify
 
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from factory.cli import main
 from manifests.table import read_table
 from manifests.verify import verify
+from tests.cli import FINISHED_RUN, run_factory, run_factory_subprocess
 
-SETTINGS = ["ingest.clip_frames=25", "ingest.clip_stride=25", "executor.progress=false",
-            "write.shard_maxcount=3", "executor.kind=local"]
+SETTINGS = FINISHED_RUN  # so the session's shared run is the uninterrupted reference
 
 # (fault point, which hit): ingest mid-video and after a video, generation, mid-shard, between a
 # shard's rename and its ledger entry, between ledger and shard list, a rejection, the manifest.
@@ -21,19 +18,13 @@ KILL_POINTS = ["ingest_clip@2", "ingest_done@1", "generate@3", "pair_written@2",
                "shard_committed@2", "rejection_recorded@1", "manifest@1"]
 
 
-def args(videos, out):
-    return ["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{videos}]", f"out={out}", *SETTINGS]
-
-
 def fates(out):
     return sorted((r["key"], r["fate"], r["reason"], r["shard"] is not None) for r in read_table(out / "samples.parquet"))
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, talking_videos):
-    out = tmp_path_factory.mktemp("reference") / "out"
-    assert main(args(talking_videos, out)) == 0
-    return fates(out)
+def reference(finished_run):
+    return fates(finished_run)
 
 
 @pytest.mark.slow
@@ -42,10 +33,9 @@ def test_kill_at_point_then_resume(tmp_path, talking_videos, reference, point):
     out = tmp_path / "out"
     name, at = point.split("@")
     env = {**os.environ, "FACTORY_FAULTS": f"{name}=kill@{at}"}
-    killed = subprocess.run([sys.executable, "-m", "factory.cli", *args(talking_videos, out), "-q"],
-                            env=env, capture_output=True, text=True, timeout=600)
+    killed = run_factory_subprocess(out, *SETTINGS, videos=talking_videos, env=env, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert main(args(talking_videos, out)) == 0
+    assert run_factory(out, *SETTINGS, videos=talking_videos) == 0
     assert fates(out) == reference
     assert verify(out)[0] == []
     assert not list(out.rglob("*.partial")) and not list(out.rglob("*.tmp"))

@@ -5,23 +5,19 @@ import json
 
 import pytest
 
-from factory.cli import main
 from factory.inputs import video_key
 from manifests.table import read_table
 from manifests.verify import verify
+from tests.cli import SMALL, executor, run_factory
 
-SETTINGS = ["ingest.clip_frames=25", "ingest.clip_stride=25", "executor.progress=false", "executor.max_retries=1"]
-
-
-def run(videos, out, kind):
-    return main(["run", "configs/demo.yaml", "input.demo=false", f"input.paths=[{videos}]", f"out={out}",
-                 f"executor.kind={kind}", *SETTINGS])
+SETTINGS = [*SMALL, "executor.max_retries=1"]
 
 
 @pytest.mark.slow
-def test_injected_worker_faults_under_ray(tmp_path, talking_videos, monkeypatch):
-    assert run(talking_videos, tmp_path / "ref", "local") == 0
-    reference = {r["key"]: r for r in read_table(tmp_path / "ref" / "samples.parquet")}
+def test_injected_worker_faults_under_ray(tmp_path, talking_videos, finished_run, monkeypatch):
+    # the fault-free reference: the shared local run (only shard sizes differ, and retries, which
+    # the local executor does not use; neither changes a record's fate or reason)
+    reference = {r["key"]: r for r in read_table(finished_run / "samples.parquet")}
     one, two = video_key(talking_videos / "one.mp4"), video_key(talking_videos / "two.mp4")
     transient_exit, dies_always = f"{one}_c0000", f"{one}_c0001"
     transient_raise, raises_always = f"{two}_c0000", f"{two}_c0001"
@@ -35,7 +31,7 @@ def test_injected_worker_faults_under_ray(tmp_path, talking_videos, monkeypatch)
         f"filter/{raises_always}=raise*99",    # raises every time: recorded with its reason
     ]))
     out = tmp_path / "faulty"
-    assert run(talking_videos, out, "ray") == 0
+    assert run_factory(out, executor("ray"), *SETTINGS, videos=talking_videos) == 0
     table = {r["key"]: r for r in read_table(out / "samples.parquet")}
     assert table[dies_always]["reason"] == "worker_failed:ActorDiedError"
     assert table[raises_always]["reason"] == "mouth_distance_error:InjectedFault"

@@ -8,18 +8,7 @@ order; when a map ends or is abandoned its stages are torn down), `stage_stats()
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass
-class ExecutorConfig:
-    kind: str = "ray"  # "ray" or "local" (in-process, for debugging and tests)
-    address: str | None = None  # None: embedded Ray (or the cluster of a `ray job submit`)
-    num_cpus: int | None = None  # embedded Ray only
-    num_gpus: int | None = None  # embedded Ray only
-    gpu_wait_s: float = 30.0  # how long a GPU stage waits for a GPU to appear before failing
-    max_retries: int = 2  # per batch, when a worker dies
-    progress: bool = True
+from factory.executors.settings import ExecutorConfig
 
 
 def make_executor(cfg: ExecutorConfig):

@@ -31,7 +31,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
 from factory import cluster
-from factory.executors import ExecutorConfig
+from factory.executors.settings import ExecutorConfig
 from factory.executors.stats import StageStats, since
 from factory.records import Record
 from factory.stage import Stage

@@ -124,9 +124,7 @@ def register(cls: type[Generator]) -> type[Generator]:
 
 
 def generator_class(name: str) -> type[Generator]:
-    """The generator registered as `name`: built in, or from the `factory.generators` entry point."""
-    import factory.generators.transplant  # noqa: F401  (registers the built-in generator)
-
+    """The generator registered as `name`: already imported, or from the `factory.generators` entry point."""
     if name not in _REGISTRY:
         for ep in entry_points(group="factory.generators"):
             if ep.name == name:
