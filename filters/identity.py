@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from factory.config import ConfigError
-from factory.devices import pick_device
+from factory.devices import free_accelerator_memory, pick_device
 from factory.faces.embedders import build_embedder
 from factory.metrics.csim import csim
 from factory.metrics.frames import evenly_spaced
@@ -55,6 +55,10 @@ class IdentityFilter(Filter):
 
     def setup(self) -> None:
         self.embedder = build_embedder(self.cfg.backend, self.cfg.arcface_path, pick_device())
+
+    def teardown(self) -> None:
+        self.embedder = None
+        free_accelerator_memory()
 
     def score(self, record: Record) -> dict[str, float]:
         real, syn = record.media.real_frames, record.media.syn_frames

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from factory.devices import free_accelerator_memory
 from factory.metrics.frames import evenly_spaced
 from factory.records import Record
 from factory.stage import Filter, FilterConfig, FilterSpec, ModelPath, Resources
@@ -67,6 +68,10 @@ class VLMQualityFilter(Filter):
         from factory.vlm.model import QwenVL
 
         self.vlm = QwenVL(self.cfg.model_path, "filters.vlm_quality.model_path", max_pixels=self.cfg.max_pixels)
+
+    def teardown(self) -> None:
+        self.vlm = None
+        free_accelerator_memory()
 
     def process(self, records: list[Record]) -> list[Record]:
         answers = self.ask(records, QUALITY_PROMPT)

@@ -93,6 +93,8 @@ class GeneratorContract:
         outside = ~dilate(media.mask, cfg.mask_dilation).astype(bool)
         assert media.syn_frames.dtype == np.uint8 and media.syn_frames.shape == media.real_frames.shape
         assert np.array_equal(media.syn_frames[:, outside], media.real_frames[:, outside])
+        stage.release()  # what executors do when a map ends: the generator (and its GPU memory) goes
+        assert stage.generator is None and not stage.is_set_up
 
     def test_save_and_load_pretrained_round_trip(self, tmp_path):
         generator = self.make_generator()

@@ -10,7 +10,7 @@ import numpy as np
 
 from factory.clips import load_clip, load_occlusion
 from factory.config import build
-from factory.devices import pick_device
+from factory.devices import free_accelerator_memory, pick_device
 from factory.faces.masks import composite, feathered_alpha, lower_face_mask
 from factory.faults import fault_point
 from factory.generators import GenerationInput, Generator, generator_class
@@ -53,6 +53,10 @@ class GenerateStage(Stage):
         self.device = pick_device()
         self.generator = build_generator(self.cfg)
         self.generator.setup(self.device)
+
+    def teardown(self) -> None:
+        self.generator = None
+        free_accelerator_memory()
 
     def process(self, records: list[Record]) -> list[Record]:
         prepared = [self.prepare(r) for r in records]

@@ -19,6 +19,7 @@ import numpy as np
 
 from factory.clips import load_clip, occlusion_path, save_occlusion
 from factory.config import digest, to_dict
+from factory.devices import free_accelerator_memory
 from factory.records import Record
 from factory.stage import Resources, Stage
 
@@ -62,6 +63,10 @@ class OcclusionStage(Stage):
         self.vlm = QwenVL(self.vlm_path, self.vlm_key, max_pixels=self.max_pixels)
         self.tracker = OcclusionTracker(self.cfg.sam2_config, self.cfg.sam2_checkpoint, self.cfg.image_size,
                                         allow_random_weights=self.allow_random_weights)
+
+    def teardown(self) -> None:
+        self.vlm = self.tracker = None
+        free_accelerator_memory()
 
     def process(self, records: list[Record]) -> list[Record]:
         return [self.mask_one(r) for r in records]
