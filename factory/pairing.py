@@ -16,6 +16,8 @@ from factory.records import Record
 class PairConfig:
     cross_video: bool = False  # also pair clips of the same speaker from other videos
     min_mouth_difference: float = 0.0  # mouth-opening difference (template px) below which no pair is made
+    speakers: str = "video"  # speakers are face clusters: "video" (within each video), "all" (across videos), "file"
+    speaker_csim: float = 0.92  # clips of one speaker average at least this face similarity (dlib)
 
 
 def mouth_difference(a: list[float], b: list[float]) -> float:

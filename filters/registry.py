@@ -16,7 +16,7 @@ from typing import Any
 
 from factory.stage import FilterSpec, threshold_verdict
 
-BUILT_IN = ("filters.mouth_distance", "filters.identity", "filters.vlm_quality")
+BUILT_IN = ("filters.alt_identity", "filters.mouth_distance", "filters.identity", "filters.vlm_quality")
 
 
 @lru_cache(maxsize=1)

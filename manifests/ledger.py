@@ -13,7 +13,7 @@ from typing import Any
 
 from factory.records import fate_of
 
-BULKY = ("mouth_open",)  # per-frame lists: not worth a ledger line
+BULKY = ("mouth_open", "identity", "alt_identity")  # per-frame lists and embeddings: not worth a ledger line
 
 
 def ledger_entry(key: str, kind: str, meta: dict[str, Any], shard: str | None = None) -> dict[str, Any]:

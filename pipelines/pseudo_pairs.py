@@ -23,6 +23,7 @@ from factory.clip_store import ClipStore
 from factory.config import ConfigError, differences, digest, save_config
 from factory.faults import fault_point
 from factory.files import atomic_write
+from factory.identity_clusters import assign_speakers
 from factory.pairing import make_pairs
 from factory.payload import check_contracts
 from factory.records import Record
@@ -129,10 +130,14 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
     clips = drain(executor, [], records, sink, "clips", progress)
     if cfg.occlusion.enabled:
         clips = drain(executor, [occlusion_stage(cfg)], _not_yet_rejected(clips, sink), sink, "occlusion", progress)
+    clips = assign_speakers(clips, cfg.pair.speakers, cfg.pair.speaker_csim)
+    by_key = {c.key: c for c in clips}
     todo = []
     for pair in make_pairs(clips, cfg.pair):
         if sink.done(pair.key):
             continue
+        if not pair.rejected:  # whose lower face is pasted in: for the alt_identity filter
+            pair.meta["alt_identity"] = by_key[pair.meta["alt_key"]].meta.get("identity")
         if pair.rejected:
             sink.reject(pair)
         else:

@@ -13,6 +13,7 @@ from factory.faces.landmarks import MOUTH
 from factory.generators import Generator, register
 from factory.payload import ContractError, PairMedia, check_contracts
 from factory.records import Record
+from filters.alt_identity import AltIdentityConfig, AltIdentityFilter
 from filters.identity import IdentityConfig, IdentityFilter
 from filters.mouth_distance import MouthDistanceConfig, MouthDistanceFilter
 from filters.registry import filter_specs
@@ -43,6 +44,19 @@ class TestMouthDistanceFilter(FilterContract):
         lost[:2] = np.nan  # the face is lost on half the synthetic frames
         records.append(Record("lost", "pair", media=PairMedia(real_tracked=t, syn_tracked=lost)))
         return records
+
+
+class TestAltIdentityFilter(FilterContract):
+    def make_filter(self, soft=False):
+        return AltIdentityFilter(AltIdentityConfig(), soft=soft)
+
+    def make_records(self):
+        rng = np.random.default_rng(0)
+        me = rng.normal(size=128)
+        me /= np.linalg.norm(me)
+        close, other = me + rng.normal(scale=0.02, size=128), rng.normal(size=128)
+        return [Record(name, "pair", meta={"identity": me.tolist(), "alt_identity": (v / np.linalg.norm(v)).tolist()})
+                for name, v in (("same", close), ("other", other))]
 
 
 class TestIdentityFilter(FilterContract):
@@ -81,7 +95,7 @@ class TestVLMQualityFilter(FilterContract):
 
 
 def test_every_registered_filter_has_a_contract_suite():
-    tested = {"mouth_distance", "identity", "vlm_quality"}
+    tested = {"alt_identity", "mouth_distance", "identity", "vlm_quality"}
     assert {spec.name for spec in filter_specs()} <= tested, "add a FilterContract subclass for the new filter"
 
 
@@ -104,7 +118,8 @@ def test_a_config_without_a_provider_fails_before_any_work():
 
     cfg = load_factory_config("configs/demo.yaml")
     stages = pair_stages(cfg)
-    assert [s.name for s in stages] == ["generate", "track", "mouth_distance", "identity", "augment", "encode"]
+    assert [s.name for s in stages] == ["generate", "track", "alt_identity", "mouth_distance", "identity", "augment",
+                                        "encode"]
     without_tracking = [s for s in stages if s.name != "track"]
     with pytest.raises(ContractError, match="stage 'mouth_distance' requires pair field 'real_tracked'"):
         check_contracts(without_tracking)

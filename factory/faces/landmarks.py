@@ -36,6 +36,7 @@ RIGID = [33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 10, 151, 9, 234, 454, 127
 LOWER_FACE = [132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361,
               2, 98, 327, 205, 425, 203, 423]
 INNER_LIP_GAP = (13, 14)  # upper / lower inner lip centre: their distance is the mouth opening
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 33, 263  # outer eye corners: stable, far apart, always visible
 NUM_LANDMARKS = 478
 
 

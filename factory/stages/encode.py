@@ -30,12 +30,13 @@ def png_bytes(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-WORK_PATHS = ("clip_path", "alt_clip_path", "occlusion_masks", "motion_clip_path")
+# paths into this run's folders and the clips' face embeddings: bulky, and not part of a sample
+RUN_ONLY = ("clip_path", "alt_clip_path", "occlusion_masks", "motion_clip_path", "identity", "alt_identity")
 
 
 def sample_meta(meta: dict) -> dict:
     """What a sample's meta.json carries: everything but paths into this run's work directory."""
-    return {k: v for k, v in meta.items() if k not in WORK_PATHS}
+    return {k: v for k, v in meta.items() if k not in RUN_ONLY}
 
 
 class EncodeStage(Stage):

@@ -21,7 +21,11 @@ from factory.clip_store import ClipStore
 from factory.clips import Clip, save_clip
 from factory.faults import fault_point
 from factory.files import file_digest
+from factory.faces.continuity import identity_consistency, landmark_jump, mean_identity
+from factory.faces.embedders import DlibEmbedder
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
+from factory.media.cuts import CutDetector, small_frame
+from factory.metrics.frames import evenly_spaced
 from factory.media.audio import load_audio
 from factory.media.vad import SpeechDetector
 from factory.media.video import MediaError, iter_frames, probe
@@ -40,24 +44,16 @@ class IngestConfig:
     max_clips_per_video: int | None = None
     min_resolution: int = 64  # shorter side in pixels
     max_faces: int = 1  # frames with more faces than this are not used
-    scene_cut_threshold: float = 0.35  # histogram distance (0..1) between consecutive frames
+    scene_cut_threshold: float = 27.0  # PySceneDetect content score (hue, saturation, luminance change; 0-255)
+    min_luma: float = 12.0  # frames darker than this (mean, 0-255) are fades: not used
+    max_face_shift: float = 0.5  # eye distances the face may move in one frame before the clip ends
+    max_face_scale: float = 1.25  # size change in one frame before the clip ends
+    identity_frames: int = 3  # frames per clip whose face embeddings must agree (dlib), 0 = no check
+    min_identity_csim: float = 0.92  # lowest agreement: the same person ~0.95+, two people <= ~0.89
     landmark_smoothing: float = 0.5  # EMA weight of the previous frame's landmarks (0 = none)
     vad_threshold: float = 0.5
     min_speech_ratio: float = 0.2  # share of a clip's audio that must be speech
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
-
-
-def frame_histogram(rgb: np.ndarray) -> np.ndarray:
-    step = max(1, min(rgb.shape[:2]) // 64)  # strided view: a resize of a 720p frame costs ~3 ms
-    small = np.ascontiguousarray(rgb[::step, ::step])
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel()
-    return hist / max(hist.sum(), 1.0)
-
-
-def scene_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Total-variation distance between two normalised histograms, in [0, 1]."""
-    return 0.5 * float(np.abs(a - b).sum())
 
 
 class IngestStage(Stage):
@@ -72,6 +68,7 @@ class IngestStage(Stage):
 
     def setup(self) -> None:
         self.vad = SpeechDetector(self.cfg.vad_threshold, self.cfg.sample_rate)
+        self.embedder = DlibEmbedder() if self.cfg.identity_frames > 0 else None
 
     def process(self, records: list[Record]) -> list[Record]:
         out: list[Record] = []
@@ -138,31 +135,42 @@ class IngestStage(Stage):
         return "no_continuous_face_segment"
 
     def _track(self, path: str, on_clip) -> Counter:
-        """Landmarks on this thread; scene-cut histograms on the decode thread; alignment, crops
-        and clip assembly on a third. Returns per-reason counts of frames that were not used."""
+        """Landmarks and shot checks on this thread (frames shrunk for the cut detector on the decode
+        thread); alignment, crops and clip assembly on a third. A cut, a dark frame or a jump of
+        the face ends the current clip. Returns per-reason counts of frames that were not used."""
         cfg = self.cfg
         issues: Counter = Counter()
         assembler = ClipAssembler(cfg.crop_size, cfg.clip_frames, cfg.clip_stride, cfg.landmark_smoothing, on_clip)
         crops = Background(lambda k, rgb, pts: assembler.add(k, rgb, pts) if pts is not None
                            else assembler.break_track())
-        prev_hist = None
+        cuts = CutDetector(cfg.scene_cut_threshold, cfg.min_luma, cfg.fps)
+        previous = None  # the last frame's face, for the jump check
         landmarker = FaceLandmarker(static=False, max_faces=cfg.max_faces)
         try:
-            for k, rgb, hist in iter_frames(path, cfg.fps, prepare=frame_histogram):
+            for k, rgb, small in iter_frames(path, cfg.fps, prepare=small_frame):
                 if assembler.stopped:
                     break
                 issues["frames"] += 1
-                if prev_hist is not None and scene_distance(hist, prev_hist) > cfg.scene_cut_threshold:
-                    issues["scene_cut"] += 1
+                shot = cuts.check(k, small)
+                if shot:
+                    issues[shot] += 1
                     crops.put(k, None, None)
                     landmarker.reset()
-                prev_hist = hist
+                    previous = None
+                    if shot == "dark_frame":
+                        continue
                 faces = landmarker.detect(rgb)
                 if not faces or len(faces) > cfg.max_faces:
                     issues["no_face" if not faces else "multiple_faces"] += 1
                     crops.put(k, None, None)
+                    previous = None
                     continue
-                crops.put(k, rgb, faces[0][:, :2])  # the largest face
+                points = faces[0][:, :2]  # the largest face
+                if previous is not None and landmark_jump(previous, points, cfg.max_face_shift, cfg.max_face_scale):
+                    issues["face_jump"] += 1  # another face, or a cut the detector missed: start afresh
+                    crops.put(k, None, None)
+                previous = points
+                crops.put(k, rgb, points)
         finally:
             landmarker.close()
             crops.close()
@@ -195,6 +203,12 @@ class IngestStage(Stage):
             return record.reject("audio_shorter_than_video", self.name)
         if speech_ratio < cfg.min_speech_ratio:
             return record.reject("no_speech", self.name)
+        if self.embedder is not None:  # one person throughout, and who: for speakers as people
+            embeddings = self.embedder.embed(frames[evenly_spaced(len(frames), cfg.identity_frames)])
+            meta["identity_csim"] = round(identity_consistency(embeddings), 4)
+            if meta["identity_csim"] < cfg.min_identity_csim:
+                return record.reject("face_changed_in_clip", self.name)
+            meta["identity"] = mean_identity(embeddings)
         path = self.clip_dir / f"{key}.npz"
         save_clip(path, Clip(frames, landmarks, transforms, clip_audio))
         meta["clip_path"] = str(path)
