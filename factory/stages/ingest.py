@@ -1,7 +1,7 @@
 """Ingest: one video in, aligned fixed-length face clips out (or a recorded reason why not).
 
 Per frame, streaming: decode at 25 fps -> scene-cut check -> MediaPipe landmarks (tracking) ->
-EMA-smoothed similarity alignment to the template -> crop. A clip is emitted as soon as it is
+zero-phase smoothed similarity alignment to the template -> crop. A clip is emitted as soon as it is
 full, so memory never holds more than one clip of crops whatever the video's length. Decoding,
 landmarks, cropping and audio each run on their own thread: the landmark model is the bottleneck
 and everything else hides behind it.
@@ -41,7 +41,7 @@ class IngestConfig:
     min_resolution: int = 64  # shorter side in pixels
     max_faces: int = 1  # frames with more faces than this are not used
     scene_cut_threshold: float = 0.35  # histogram distance (0..1) between consecutive frames
-    landmark_smoothing: float = 0.5  # EMA weight of the previous frame's landmarks (0 = none)
+    landmark_smoothing_sigma: float = 1.5  # frames; zero-phase Gaussian over the track (0 = none)
     vad_threshold: float = 0.5
     min_speech_ratio: float = 0.2  # share of a clip's audio that must be speech
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
@@ -142,7 +142,8 @@ class IngestStage(Stage):
         and clip assembly on a third. Returns per-reason counts of frames that were not used."""
         cfg = self.cfg
         issues: Counter = Counter()
-        assembler = ClipAssembler(cfg.crop_size, cfg.clip_frames, cfg.clip_stride, cfg.landmark_smoothing, on_clip)
+        assembler = ClipAssembler(cfg.crop_size, cfg.clip_frames, cfg.clip_stride, cfg.landmark_smoothing_sigma,
+                                  on_clip)
         crops = Background(lambda k, rgb, pts: assembler.add(k, rgb, pts) if pts is not None
                            else assembler.break_track())
         prev_hist = None
@@ -163,6 +164,7 @@ class IngestStage(Stage):
                     crops.put(k, None, None)
                     continue
                 crops.put(k, rgb, faces[0][:, :2])  # the largest face
+            crops.put(-1, None, None)  # end of video: the assembler crops the frames it held back
         finally:
             landmarker.close()
             crops.close()
@@ -170,7 +172,7 @@ class IngestStage(Stage):
 
     def _emit(self, video: Record, index: int, start: int, arrays, audio, speech) -> Record:
         cfg = self.cfg
-        frames, landmarks, transforms = arrays
+        frames, landmarks, transforms, outside = arrays
         per_frame = cfg.sample_rate // cfg.fps
         a0, a1 = start * per_frame, (start + cfg.clip_frames) * per_frame
         clip_audio = np.zeros(a1 - a0, np.int16)
@@ -189,6 +191,7 @@ class IngestStage(Stage):
             "sample_rate": cfg.sample_rate,
             "speech_ratio": round(speech_ratio, 4),
             "mouth_open": np.round(np.linalg.norm(gap, axis=1), 2).tolist(),
+            "outside_frame": np.round(outside, 3).tolist(),  # per frame: crop share beyond the frame
         }
         record = Record(key=key, kind="clip", meta=meta)
         if len(piece) < (a1 - a0) * 0.9:
