@@ -9,7 +9,9 @@ from skimage import data
 from factory.faces.align import frame_to_crop, outside_share, warp_crop
 from factory.faces.landmarks import INNER_LIP_GAP
 from factory.faces.masks import dilate, lower_face_mask
+from tests.conftest import SR
 from tests.faces import astronaut_landmarks, eye_distance
+from tests.media import write_video
 
 CROP = 256
 
@@ -86,3 +88,29 @@ def test_the_share_beyond_the_frame_is_measured():
     assert outside_share(NEAR_THE_EDGE, CROP, data.astronaut().shape) == pytest.approx(EDGE / CROP, abs=0.01)
     inside = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
     assert outside_share(inside, CROP, data.astronaut().shape) == 0.0
+
+
+def test_ingest_at_512_records_the_share_beyond_the_frame(speech, tmp_path):
+    """configs/gpu.yaml crops at 512: clips come out at that size with the face where the template
+    puts it, and each clip says, per frame, how much of it lies beyond the frame (a video framed
+    tighter than the crop: the astronaut's face, forehead to chin, fills it)."""
+    from factory.clip_store import ClipStore
+    from factory.clips import load_clip
+    from factory.faces.align import template
+    from factory.faces.landmarks import RIGID
+    from factory.records import Record
+    from factory.stages.ingest import IngestConfig, IngestStage
+
+    face = cv2.resize(np.ascontiguousarray(data.astronaut()[40:210, 140:310]), (192, 192))
+    still_talker = write_video(tmp_path / "tight.mp4", np.stack([face] * 40), audio=speech[: 40 * SR // 25])
+    cfg = IngestConfig(crop_size=512, clip_frames=25, clip_stride=25, max_clips_per_video=1)
+    stage = IngestStage(cfg, ClipStore.for_settings(tmp_path / "clips", {"test": 512}))
+    clip_record = stage([Record("v", "video", meta={"source": str(still_talker), "speaker": "s"})])[0]
+    clip = load_clip(clip_record.meta["clip_path"])
+    assert clip.frames.shape == (25, 512, 512, 3)
+    assert np.abs(clip.landmarks[:, RIGID] - template(512)[RIGID]).mean() < 8.0
+    outside = np.array(clip_record.meta["outside_frame"])
+    assert outside.shape == (25,) and ((0 <= outside) & (outside <= 1)).all()
+    assert outside.mean() > 0.05
+    black = (clip.frames.max(-1) == 0).mean(axis=(1, 2))
+    np.testing.assert_allclose(black, outside, atol=0.03)
