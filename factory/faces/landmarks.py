@@ -30,8 +30,11 @@ def native_stderr_silenced():
 LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
 LIPS_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
 MOUTH = LIPS_OUTER + LIPS_INNER
-# Points that do not move when a person speaks: eyes, brows, nose bridge, upper cheeks.
-RIGID = [33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 10, 151, 9, 234, 454, 127, 356, 70, 300, 105, 334]
+# Points fixed to the skull: eye corners and the nose from bridge to tip. Not the brows or forehead
+# (they rise with expression) nor the face silhouette (it slides over the face as the head turns):
+# either makes the crop breathe with expression and yaw.
+RIGID = [33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1]
+BROWS = [70, 63, 105, 66, 107, 46, 53, 52, 65, 55, 336, 296, 334, 293, 300, 285, 295, 282, 283, 276]
 # Lower face (below the nose, down around the jaw): the region a mask-based generator re-renders.
 LOWER_FACE = [132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361,
               2, 98, 327, 205, 425, 203, 423]

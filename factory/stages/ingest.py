@@ -1,7 +1,7 @@
 """Ingest: one video in, aligned fixed-length face clips out (or a recorded reason why not).
 
 Per frame, streaming: decode at 25 fps -> scene-cut check -> MediaPipe landmarks (tracking) ->
-EMA-smoothed similarity alignment to the template -> crop. A clip is emitted as soon as it is
+zero-phase smoothed similarity alignment to the template -> crop. A clip is emitted as soon as it is
 full, so memory never holds more than one clip of crops whatever the video's length. Decoding,
 landmarks, cropping and audio each run on their own thread: the landmark model is the bottleneck
 and everything else hides behind it.
@@ -49,7 +49,7 @@ class IngestConfig:
     max_face_scale: float = 1.25  # size change in one frame before the clip ends
     identity_frames: int = 3  # frames per clip whose face embeddings must agree (dlib), 0 = no check
     min_identity_csim: float = 0.92  # lowest agreement: the same person ~0.95+, two people <= ~0.89
-    landmark_smoothing: float = 0.5  # EMA weight of the previous frame's landmarks (0 = none)
+    landmark_smoothing_sigma: float = 1.5  # frames; zero-phase Gaussian over the track (0 = none)
     vad_threshold: float = 0.5
     min_speech_ratio: float = 0.2  # share of a clip's audio that must be speech
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
@@ -139,7 +139,8 @@ class IngestStage(Stage):
         the face ends the current clip. Returns per-reason counts of frames that were not used."""
         cfg = self.cfg
         issues: Counter = Counter()
-        assembler = ClipAssembler(cfg.crop_size, cfg.clip_frames, cfg.clip_stride, cfg.landmark_smoothing, on_clip)
+        assembler = ClipAssembler(cfg.crop_size, cfg.clip_frames, cfg.clip_stride, cfg.landmark_smoothing_sigma,
+                                  on_clip)
         crops = Background(lambda k, rgb, pts: assembler.add(k, rgb, pts) if pts is not None
                            else assembler.break_track())
         cuts = CutDetector(cfg.scene_cut_threshold, cfg.min_luma, cfg.fps)
@@ -170,6 +171,7 @@ class IngestStage(Stage):
                     crops.put(k, None, None)
                 previous = points
                 crops.put(k, rgb, points)
+            crops.put(-1, None, None)  # end of video: the assembler crops the frames it held back
         finally:
             landmarker.close()
             crops.close()
@@ -177,7 +179,7 @@ class IngestStage(Stage):
 
     def _emit(self, video: Record, index: int, start: int, arrays, audio, speech) -> Record:
         cfg = self.cfg
-        frames, landmarks, transforms = arrays
+        frames, landmarks, transforms, outside = arrays
         per_frame = cfg.sample_rate // cfg.fps
         a0, a1 = start * per_frame, (start + cfg.clip_frames) * per_frame
         clip_audio = np.zeros(a1 - a0, np.int16)
@@ -196,6 +198,7 @@ class IngestStage(Stage):
             "sample_rate": cfg.sample_rate,
             "speech_ratio": round(speech_ratio, 4),
             "mouth_open": np.round(np.linalg.norm(gap, axis=1), 2).tolist(),
+            "outside_frame": np.round(outside, 3).tolist(),  # per frame: crop share beyond the frame
         }
         record = Record(key=key, kind="clip", meta=meta)
         if len(piece) < (a1 - a0) * 0.9:
