@@ -130,7 +130,7 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
     if cfg.occlusion.enabled:
         clips = drain(executor, [occlusion_stage(cfg)], _not_yet_rejected(clips, sink), sink, "occlusion", progress)
     todo = []
-    for pair in make_pairs(clips, cfg.pair):
+    for pair in make_pairs(clips, cfg.pair, cfg.seed):
         if sink.done(pair.key):
             continue
         if pair.rejected:
