@@ -16,7 +16,8 @@ from typing import Any
 
 from factory.stage import FilterSpec, threshold_verdict
 
-BUILT_IN = ("filters.mouth_distance", "filters.identity", "filters.vlm_quality")
+BUILT_IN = ("filters.real_clip", "filters.mouth_distance",  # cheap first: real_clip reads the real side only
+            "filters.identity", "filters.vlm_quality")
 
 
 @lru_cache(maxsize=1)
