@@ -21,6 +21,7 @@ from tqdm import tqdm
 from augment.stage import AugmentStage
 from factory.clip_store import ClipStore
 from factory.config import ConfigError, differences, digest, save_config
+from factory.duplicates import reject_duplicates
 from factory.faults import fault_point
 from factory.files import atomic_write
 from factory.pairing import make_pairs
@@ -127,6 +128,7 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
                 progress: bool) -> int:
     """Clip records (and their videos' rejections) in, shards out. Returns pairs written now."""
     clips = drain(executor, [], records, sink, "clips", progress)
+    clips = drain(executor, [], reject_duplicates(clips), sink, "duplicates", progress)  # first copy kept
     if cfg.occlusion.enabled:
         clips = drain(executor, [occlusion_stage(cfg)], _not_yet_rejected(clips, sink), sink, "occlusion", progress)
     todo = []
