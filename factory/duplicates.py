@@ -13,6 +13,7 @@ The first in key order is kept; the others are rejected `duplicate_of:<kept clip
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable
@@ -167,3 +168,21 @@ def reject_duplicates(clips: list[Record], load: Callable[[str], Clip] = load_cl
         if clip.key in found:
             clip.reject(f"duplicate_of:{found[clip.key]}", "duplicates")
     return clips
+
+
+def held_out(clips: list[Record], found: dict[str, str], share: float, seed: int = 0) -> set[str]:
+    """Keys of the clips in a held-out split of about `share` of the speakers. A duplicate goes
+    with the clip it copies (whatever speaker its file was filed under), so no copy of a test clip
+    is trained on; the draw depends on the seed and the speaker only."""
+    speaker = {c.key: c.meta["speaker"] for c in clips}
+
+    def root(key: str) -> str:
+        while key in found and found[key] != key:
+            key = found[key]
+        return key
+
+    def drawn(name: str) -> bool:
+        digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") / 2 ** 64 < share
+
+    return {c.key for c in clips if drawn(speaker.get(root(c.key), c.meta["speaker"]))}

@@ -14,7 +14,7 @@ import pytest
 
 from factory.cli import main
 from factory.clip_store import ClipStore
-from factory.duplicates import find_duplicates, reject_duplicates
+from factory.duplicates import find_duplicates, held_out, reject_duplicates
 from factory.media.audio import load_audio
 from factory.media.encode import add_aac_stream, mux_audio
 from factory.media.video import iter_frames
@@ -89,3 +89,15 @@ def test_a_reencode_and_a_trimmed_copy_are_near_duplicates(clips_by_video, copy)
 
 def test_two_videos_of_the_same_face_are_not_duplicates(clips_by_video):
     assert find_duplicates(clips_by_video["a_one"] + clips_by_video["f_two"]) == {}
+
+
+def test_a_held_out_split_never_separates_a_clip_from_its_duplicates():
+    from factory.records import Record
+
+    clips = [Record(f"{s}{i}", "clip", meta={"speaker": s}) for s in "abcdefghij" for i in range(3)]
+    found = {f"{s}{i}": f"{t}{i}" for s, t in zip("bdfhj", "acegi") for i in range(3)}  # b copies a, ...
+    splits = [held_out(clips, found, share=0.5, seed=seed) for seed in range(6)]
+    assert any(0 < len(test) < len(clips) for test in splits)
+    for test in splits:
+        assert all((key in test) == (original in test) for key, original in found.items())
+    assert held_out(clips, found, 0.5, seed=1) == held_out(clips[::-1], found, 0.5, seed=1)
