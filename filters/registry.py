@@ -16,7 +16,8 @@ from typing import Any
 
 from factory.stage import FilterSpec, threshold_verdict
 
-BUILT_IN = ("filters.alt_identity", "filters.mouth_distance", "filters.identity", "filters.vlm_quality")
+BUILT_IN = ("filters.real_clip", "filters.alt_identity", "filters.mouth_distance",  # cheap first: no models
+            "filters.identity", "filters.vlm_quality")
 
 
 @lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from augment.stage import AugmentStage
 from factory.clip_store import ClipStore
 from factory.config import ConfigError, differences, digest, save_config
+from factory.duplicates import reject_duplicates
 from factory.faults import fault_point
 from factory.files import atomic_write
 from factory.identity_clusters import assign_speakers
@@ -128,12 +129,13 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
                 progress: bool) -> int:
     """Clip records (and their videos' rejections) in, shards out. Returns pairs written now."""
     clips = drain(executor, [], records, sink, "clips", progress)
+    clips = drain(executor, [], reject_duplicates(clips), sink, "duplicates", progress)  # first copy kept
     if cfg.occlusion.enabled:
         clips = drain(executor, [occlusion_stage(cfg)], _not_yet_rejected(clips, sink), sink, "occlusion", progress)
     clips = assign_speakers(clips, cfg.pair.speakers, cfg.pair.speaker_csim)
     by_key = {c.key: c for c in clips}
     todo = []
-    for pair in make_pairs(clips, cfg.pair):
+    for pair in make_pairs(clips, cfg.pair, cfg.seed):
         if sink.done(pair.key):
             continue
         if not pair.rejected:  # whose lower face is pasted in: for the alt_identity filter

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from factory.records import Record
 from filters.alt_identity import AltIdentityConfig, AltIdentityFilter
 from filters.identity import IdentityConfig, IdentityFilter
 from filters.mouth_distance import MouthDistanceConfig, MouthDistanceFilter
+from filters.real_clip import RealClipConfig, RealClipFilter
 from filters.registry import filter_specs
 from filters.vlm_quality import VLMQualityConfig, VLMQualityFilter
 from factory.stage import Resources
@@ -27,6 +29,20 @@ from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
 
 class TestTransplantGenerator(GeneratorContract):
     name = "transplant"
+
+
+class TestRealClipFilter(FilterContract):
+    def make_filter(self, soft=False):
+        return RealClipFilter(RealClipConfig(), soft=soft)
+
+    def make_records(self):
+        from skimage import data
+
+        from tests.test_real_clip import real_clip_record
+
+        face = np.ascontiguousarray(data.astronaut())
+        small = cv2.resize(face, (128, 128), interpolation=cv2.INTER_AREA)  # face_px about 27: below 64
+        return [real_clip_record(face, "kept"), real_clip_record(small, "small")]
 
 
 class TestMouthDistanceFilter(FilterContract):
@@ -95,7 +111,7 @@ class TestVLMQualityFilter(FilterContract):
 
 
 def test_every_registered_filter_has_a_contract_suite():
-    tested = {"alt_identity", "mouth_distance", "identity", "vlm_quality"}
+    tested = {"real_clip", "alt_identity", "mouth_distance", "identity", "vlm_quality"}
     assert {spec.name for spec in filter_specs()} <= tested, "add a FilterContract subclass for the new filter"
 
 
@@ -118,8 +134,8 @@ def test_a_config_without_a_provider_fails_before_any_work():
 
     cfg = load_factory_config("configs/demo.yaml")
     stages = pair_stages(cfg)
-    assert [s.name for s in stages] == ["generate", "track", "alt_identity", "mouth_distance", "identity", "augment",
-                                        "encode"]
+    assert [s.name for s in stages] == ["generate", "track", "real_clip", "alt_identity", "mouth_distance", "identity",
+                                        "augment", "encode"]
     without_tracking = [s for s in stages if s.name != "track"]
     with pytest.raises(ContractError, match="stage 'mouth_distance' requires pair field 'real_tracked'"):
         check_contracts(without_tracking)
