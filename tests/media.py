@@ -113,3 +113,23 @@ def flash_frame(frames) -> int:
 def beep_frame(audio: np.ndarray, sample_rate: int = 16000, fps: int = 25) -> int:
     """Index of the 25 fps frame in which the beep starts."""
     return int(np.argmax(np.abs(audio.astype(int)) > 5000)) * fps // sample_rate
+
+
+def remux(src: Path, dst: Path, shift: float = 0.0, corrupt_audio_at: float | None = None) -> Path:
+    """Copy `src`'s video and audio packets into `dst` (container from its extension) without
+    re-encoding: every packet `shift` seconds later, and the audio packet at `corrupt_audio_at`
+    seconds (if any) overwritten with random bytes, as a damaged file would hold."""
+    rng = np.random.default_rng(0)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux():
+            if packet.dts is None or packet.stream.index not in streams:
+                continue
+            if corrupt_audio_at is not None and packet.stream.type == "audio" and packet.pts is not None and \
+                    0 <= corrupt_audio_at - float(packet.pts * packet.time_base) < float(packet.duration * packet.time_base):
+                packet.update(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+            offset = int(round(shift / packet.time_base))
+            packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst

@@ -43,17 +43,3 @@ def test_corrupt_audio_packet_costs_only_its_interval(tmp_path):
     assert abs(b0 - 16000) <= 1024 and 0 < b1 - b0 <= 2048
     assert not audio.is_clean(16000, 17000) and audio.is_clean(0, 15000) and audio.is_clean(20000, 60000)
     assert beep_frame(audio.samples) == 50  # what follows the broken packet stays in place
-
-
-def shifted_copy(src, dst, seconds: float):
-    """Remux `src` into Matroska with every packet `seconds` later (same content, still in sync)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
-        for packet in inp.demux():
-            if packet.dts is None or packet.stream.index not in streams:
-                continue
-            shift = int(round(seconds / packet.time_base))
-            packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
-            packet.stream = streams[packet.stream.index]
-            out.mux(packet)
-    return dst
