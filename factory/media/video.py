@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace
+from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 
 class MediaError(Exception):
@@ -128,19 +128,29 @@ def is_full_range(frame: av.VideoFrame) -> bool:
     return frame.color_range == _FULL_RANGE or frame.format.name.startswith("yuvj")
 
 
+def _interpolation(frame: av.VideoFrame) -> Interpolation:
+    # swscale's fast path is ~2 levels dark on deep (10-bit) input; its exact path is not
+    deep = frame.format.name.endswith(("10le", "10be", "12le", "12be", "16le", "16be"))
+    exact = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+    return exact if deep else Interpolation.BILINEAR
+
+
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     if frame.format.name.startswith(("yuv", "nv")):
         # swscale with the stream's matrix and range; one thread is as fast as OpenCV's BT.601-only
         # I420 converter and faster than swscale's automatic threading for one frame at a time.
         rgb = frame.reformat(format="rgb24", src_colorspace=colour_matrix(frame), dst_colorspace=Colorspace.ITU709,
                              src_color_range=ColorRange.JPEG if is_full_range(frame) else ColorRange.MPEG,
-                             dst_color_range=ColorRange.JPEG, threads=1).to_ndarray()
+                             dst_color_range=ColorRange.JPEG, threads=1, interpolation=_interpolation(frame)).to_ndarray()
     else:
         rgb = frame.to_ndarray(format="rgb24")
     rotation = getattr(frame, "rotation", 0) or 0  # display matrix, e.g. phone videos
     if rotation % 360:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=int(round(rotation / 90)) % 4))
     return rgb
+
+
+frame_to_rgb = _to_rgb  # public name for other readers (encode.read_mp4)
 
 
 def iter_frames(path: str | Path, fps: int = 25, prefetch: int = 16,
