@@ -7,6 +7,11 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+
+# What mp4_bytes writes, and the tags that say so: BT.709 matrix, primaries and transfer, limited
+# range. Readers that honour tags (and untagged-HD guesses) then decode the colours we encoded.
+_AVCOL_BT709, _AVCOL_RANGE_MPEG = 1, 1
 
 
 def mp4_bytes(frames: np.ndarray, fps: int = 25, crf: int = 18) -> bytes:
@@ -17,17 +22,36 @@ def mp4_bytes(frames: np.ndarray, fps: int = 25, crf: int = 18) -> bytes:
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv444p"
         stream.options = {"crf": str(crf), "preset": "medium"}
+        tag_bt709(stream.codec_context)
         for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+            for packet in stream.encode(_bt709_yuv444(rgb)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return buf.getvalue()
 
 
+def tag_bt709(codec_context) -> None:
+    codec_context.colorspace = codec_context.color_primaries = codec_context.color_trc = _AVCOL_BT709
+    codec_context.color_range = _AVCOL_RANGE_MPEG
+
+
+def _bt709_yuv444(rgb: np.ndarray) -> av.VideoFrame:
+    """RGB -> limited-range BT.709 yuv444p (swscale's own default would be BT.601)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    yuv = frame.reformat(format="yuv444p", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709,
+                         src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG)
+    yuv.colorspace, yuv.color_range = _AVCOL_BT709, _AVCOL_RANGE_MPEG
+    yuv.color_primaries = yuv.color_trc = _AVCOL_BT709
+    return yuv
+
+
 def read_mp4(data: bytes) -> np.ndarray:
+    """RGB frames, converted with the file's own colour tags (see factory.media.video)."""
+    from factory.media.video import frame_to_rgb
+
     with av.open(io.BytesIO(data)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        return np.stack([frame_to_rgb(f) for f in container.decode(video=0)])
 
 
 def add_aac_stream(container: av.container.OutputContainer, sample_rate: int = 16000) -> av.audio.stream.AudioStream:

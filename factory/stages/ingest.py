@@ -23,9 +23,9 @@ from factory.files import file_digest
 from factory.faces.continuity import identity_consistency, landmark_jump, mean_identity
 from factory.faces.embedders import DlibEmbedder
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
+from factory.media.audio import DecodedAudio, decode_audio
 from factory.media.cuts import CutDetector, small_frame
 from factory.metrics.frames import evenly_spaced
-from factory.media.audio import load_audio
 from factory.media.vad import SpeechDetector
 from factory.media.video import MediaError, iter_frames, probe
 from factory.records import Record
@@ -117,9 +117,9 @@ class IngestStage(Stage):
             raise MediaError(self._why_no_clip(frame_issues), json.dumps(dict(frame_issues)))
         return clips
 
-    def _audio_and_hash(self, path: str) -> tuple[np.ndarray, np.ndarray, str]:
-        audio = load_audio(path, self.cfg.sample_rate)
-        speech = self.vad.speech_mask(audio)
+    def _audio_and_hash(self, path: str) -> tuple[DecodedAudio, np.ndarray, str]:
+        audio = decode_audio(path, self.cfg.sample_rate)  # undecodable packets: bad intervals, judged per clip
+        speech = self.vad.speech_mask(audio.samples)
         if speech.mean() < 0.02:
             raise MediaError("silent_audio", f"speech in {speech.mean():.1%} of the audio")
         return audio, speech, file_digest(path, "sha256")
@@ -183,7 +183,7 @@ class IngestStage(Stage):
         per_frame = cfg.sample_rate // cfg.fps
         a0, a1 = start * per_frame, (start + cfg.clip_frames) * per_frame
         clip_audio = np.zeros(a1 - a0, np.int16)
-        piece = audio[a0:a1]
+        piece = audio.samples[a0:a1]
         clip_audio[: len(piece)] = piece
         speech_ratio = float(speech[a0:a1].mean()) if a0 < len(speech) else 0.0
         key = f"{video.key}_c{index:04d}"
@@ -201,6 +201,8 @@ class IngestStage(Stage):
             "outside_frame": np.round(outside, 3).tolist(),  # per frame: crop share beyond the frame
         }
         record = Record(key=key, kind="clip", meta=meta)
+        if not audio.is_clean(a0, a1):
+            return record.reject("audio_decode_error", self.name)
         if len(piece) < (a1 - a0) * 0.9:
             return record.reject("audio_shorter_than_video", self.name)
         if speech_ratio < cfg.min_speech_ratio:
