@@ -1,5 +1,6 @@
 """Ingest on real encoded media: good input becomes aligned clips, every bad kind a reason."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -155,3 +156,28 @@ def test_clips_never_straddle_a_scene_cut(tmp_path, speech):
     assert issues["scene_cut"] == 1
     kept = [c for c in ingest(path, tmp_path / "x") if not c.rejected]
     assert kept and all(not (c.meta["frame_range"][0] < cut < c.meta["frame_range"][1]) for c in kept)
+
+
+def speaker_with_background_face(n: int, scale: float) -> np.ndarray:
+    """A real face, and a mirrored copy of it `scale` times smaller behind, in the corner."""
+    from skimage import data
+
+    tight = data.astronaut()[:, 64:448]
+    small = cv2.resize(np.ascontiguousarray(tight[:, ::-1]), None, fx=scale, fy=scale)
+    canvas = np.full((512, 768, 3), 90, np.uint8)
+    canvas[:, :384] = tight
+    canvas[512 - small.shape[0]:, 384:384 + small.shape[1]] = small
+    return np.repeat(canvas[None], n, 0)
+
+
+def test_a_small_background_face_does_not_discard_frames(tmp_path, speech):
+    from factory.faces.landmarks import FaceLandmarker
+
+    frames = speaker_with_background_face(len(speech) * 25 // SR, 0.6)  # detected at ~52% of the main face
+    with FaceLandmarker(static=True, min_face_share=0.0) as everyone:
+        assert len(everyone.detect(frames[0])) == 2  # both faces are real detections
+    path = write_video(tmp_path / "background.mp4", frames, audio=speech)
+    kept = [c for c in ingest(path, tmp_path / "a") if not c.rejected]
+    assert len(kept) >= 4  # the speaker's clips, the face behind ignored
+    counted = ingest(path, tmp_path / "b", background_face_share=0.0)  # every face counts: the old rule
+    assert {c.rejected for c in counted} == {"multiple_faces"}

@@ -54,9 +54,10 @@ class FaceLandmarker:
     """
 
     def __init__(self, static: bool = False, max_faces: int = 1, min_confidence: float = 0.5,
-                 redetect_every: int = 25, roi_scale: float = 2.0):
+                 redetect_every: int = 25, roi_scale: float = 2.0, min_face_share: float = 0.0):
         self.static = static
         self.max_faces = max_faces
+        self.min_face_share = min_face_share  # faces smaller than this share of the largest are background
         self.min_confidence = min_confidence
         self.redetect_every = redetect_every
         self.roi_scale = roi_scale
@@ -117,7 +118,10 @@ class FaceLandmarker:
             b = det.location_data.relative_bounding_box
             bw, bh = b.width * w, b.height * h
             boxes.append((b.xmin * w + bw / 2, b.ymin * h + bh / 2, self.roi_scale * max(bw, bh)))
-        return sorted(boxes, key=lambda r: -r[2])[: self.max_faces + 1]
+        boxes = sorted(boxes, key=lambda r: -r[2])
+        if boxes:  # a small face in the background (a poster, a passer-by) is not a second speaker
+            boxes = [b for b in boxes if b[2] >= self.min_face_share * boxes[0][2]]
+        return boxes[: self.max_faces + 1]
 
     def _roi_of(self, pts: np.ndarray) -> tuple[float, float, float]:
         lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)

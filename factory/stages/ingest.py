@@ -43,6 +43,7 @@ class IngestConfig:
     max_clips_per_video: int | None = None
     min_resolution: int = 64  # shorter side in pixels
     max_faces: int = 1  # frames with more faces than this are not used
+    background_face_share: float = 0.6  # faces under this share of the main face's size are background: ignored
     scene_cut_threshold: float = 27.0  # PySceneDetect content score (hue, saturation, luminance change; 0-255)
     min_luma: float = 12.0  # frames darker than this (mean, 0-255) are fades: not used
     max_face_shift: float = 0.5  # eye distances the face may move in one frame before the clip ends
@@ -145,7 +146,7 @@ class IngestStage(Stage):
                            else assembler.break_track())
         cuts = CutDetector(cfg.scene_cut_threshold, cfg.min_luma, cfg.fps)
         previous = None  # the last frame's face, for the jump check
-        landmarker = FaceLandmarker(static=False, max_faces=cfg.max_faces)
+        landmarker = FaceLandmarker(static=False, max_faces=cfg.max_faces, min_face_share=cfg.background_face_share)
         try:
             for k, rgb, small in iter_frames(path, cfg.fps, prepare=small_frame):
                 if assembler.stopped:
