@@ -24,6 +24,7 @@ class PairConfig:
     cross_video: bool = False  # also pair clips of the same speaker from other videos
     min_mouth_difference: float = 0.0  # mouth-opening difference (template px) below which no pair is made
     max_reuse: int | None = 2  # how many pairs one clip may serve as the alternative of; null: unbounded
+    heldout_share: float = 0.0  # share of speakers (people, per video by default) whose pairs are held out
     speakers: str = "video"  # speakers are face clusters: "video" (within each video), "all" (across videos), "file"
     speaker_csim: float = 0.92  # clips of one speaker average at least this face similarity (dlib)
 

@@ -47,11 +47,14 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def iter_pairs(manifest_path: str | Path, decode: bool = True) -> Iterator[dict[str, Any]]:
-    """Samples of every shard in the manifest: `syn`/`real` (T,H,W,3) uint8, audio, landmarks, meta."""
+def iter_pairs(manifest_path: str | Path, decode: bool = True, split: str | None = None) -> Iterator[dict[str, Any]]:
+    """Samples of every shard in the manifest: `syn`/`real` (T,H,W,3) uint8, audio, landmarks, meta.
+    `split="train"` or `"heldout"` keeps that side of `pair.heldout_share` (speakers never cross)."""
     urls = shard_urls(manifest_path)
     if not urls:  # every pair was filtered out: an empty training set, not an error
         return
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     for sample in dataset:
+        if split is not None and json.loads(sample["meta.json"]).get("split", "train") != split:
+            continue
         yield decode_sample(sample) if decode else sample

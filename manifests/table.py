@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from factory.files import atomic_path
 
 COLUMNS = ["key", "kind", "fate", "reason", "stage", "shard", "source", "speaker", "video_key",
-           "alt_key", "frame_start", "frame_end", "generator"]
+           "alt_key", "frame_start", "frame_end", "generator", "split"]
 
 
 def row(entry: dict[str, Any]) -> dict[str, Any]:
@@ -23,6 +23,7 @@ def row(entry: dict[str, Any]) -> dict[str, Any]:
         "stage": entry.get("stage"), "shard": entry.get("shard"), "source": meta.get("source"),
         "speaker": meta.get("speaker"), "video_key": meta.get("video_key"), "alt_key": meta.get("alt_key"),
         "frame_start": frames[0], "frame_end": frames[1], "generator": meta.get("generator"),
+        "split": meta.get("split"),
     }
     for name, value in (meta.get("scores") or {}).items():
         out[f"score_{name}"] = float(value) if value is not None else None

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from augment.stage import AugmentStage
 from factory.clip_store import ClipStore
 from factory.config import ConfigError, differences, digest, save_config
-from factory.duplicates import reject_duplicates
+from factory.duplicates import held_out, reject_duplicates
 from factory.faults import fault_point
 from factory.files import atomic_write
 from factory.identity_clusters import assign_speakers
@@ -133,6 +133,9 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
     if cfg.occlusion.enabled:
         clips = drain(executor, [occlusion_stage(cfg)], _not_yet_rejected(clips, sink), sink, "occlusion", progress)
     clips = assign_speakers(clips, cfg.pair.speakers, cfg.pair.speaker_csim)
+    heldout = held_out(clips, {}, cfg.pair.heldout_share, cfg.seed)  # whole speakers: no person on both sides
+    for clip in clips:
+        clip.meta["split"] = "heldout" if clip.key in heldout else "train"
     by_key = {c.key: c for c in clips}
     todo = []
     for pair in make_pairs(clips, cfg.pair, cfg.seed):

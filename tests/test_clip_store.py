@@ -103,3 +103,19 @@ def test_each_filter_and_the_augmentation_can_be_switched_off(store, tmp_path, o
         assert "lmd" not in scores
     if "identity" in off:
         assert "csim" not in scores
+
+
+@pytest.mark.slow
+def test_a_held_out_split_keeps_each_speaker_on_one_side(store, tmp_path):
+    from manifests.reader import iter_pairs
+
+    assert pairs(store, tmp_path / "s", "pair.heldout_share=0.5", "seed=3") == 0
+    rows = [r for r in read_table(tmp_path / "s" / "samples.parquet") if r["kind"] == "pair" and r["fate"] == "kept"]
+    sides: dict[str, set] = {}
+    for r in rows:
+        sides.setdefault(r["speaker"], set()).add(r["split"])
+    assert rows and all(len(s) == 1 for s in sides.values()) and set().union(*sides.values()) <= {"train", "heldout"}
+    manifest = tmp_path / "s" / "manifest.json"
+    for side in ("train", "heldout"):
+        keys = {p["meta"]["key"] for p in iter_pairs(manifest, split=side)}
+        assert keys == {r["key"] for r in rows if r["split"] == side}

@@ -25,8 +25,8 @@ class GenerateConfig:
     generator: str = "transplant"  # a registered name (entry point group `factory.generators`)
     weights: str | None = None  # a save_pretrained folder: learned generators load from it
     settings: Any = None  # the generator's own settings (its `Settings` class validates them)
-    feather_sigma: float = 5.0  # Gaussian feathering of the composite, in crop pixels
-    mask_dilation: int = 10  # pixels; outside the dilated mask, the synthetic frame equals the real one
+    feather_sigma: float = 5.0  # Gaussian feathering of the composite, in pixels of a 256 crop (scaled with it)
+    mask_dilation: int = 10  # pixels of a 256 crop; outside the dilated mask, the synthetic frame equals the real one
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
 
 
@@ -88,7 +88,8 @@ class GenerateStage(Stage):
 
     def finish(self, record: Record, inp: GenerationInput, media: PairMedia, rendered: np.ndarray) -> Record:
         n = min(len(rendered), len(media.real_frames))
-        alpha = feathered_alpha(media.mask, self.cfg.feather_sigma, self.cfg.mask_dilation)
+        scale = media.mask.shape[0] / 256  # the settings are in pixels of a 256 crop: the same look at 512
+        alpha = feathered_alpha(media.mask, self.cfg.feather_sigma * scale, round(self.cfg.mask_dilation * scale))
         if inp.occlusion is not None:  # M_inp = not M_face or M_occ: occluder pixels stay real
             from factory.occlusion.compose import apply_occlusion
 
