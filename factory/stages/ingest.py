@@ -10,6 +10,7 @@ and everything else hides behind it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from factory.clips import Clip, save_clip
 from factory.faults import fault_point
 from factory.files import file_digest
 from factory.faces.continuity import identity_consistency, landmark_jump, mean_identity
-from factory.faces.embedders import DlibEmbedder
+from factory.faces.identity_worker import IdentityWorker
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
 from factory.media.audio import DecodedAudio, decode_audio
 from factory.media.cuts import CutDetector, small_frame
@@ -68,7 +69,11 @@ class IngestStage(Stage):
 
     def setup(self) -> None:
         self.vad = SpeechDetector(self.cfg.vad_threshold, self.cfg.sample_rate)
-        self.embedder = DlibEmbedder() if self.cfg.identity_frames > 0 else None
+        self.identity = IdentityWorker() if self.cfg.identity_frames > 0 else None
+
+    def teardown(self) -> None:
+        if self.identity is not None:
+            self.identity.close()
 
     def process(self, records: list[Record]) -> list[Record]:
         out: list[Record] = []
@@ -116,7 +121,20 @@ class IngestStage(Stage):
         video.meta.update(source_sha256=sha, frame_issues=dict(frame_issues))
         if not clips:
             raise MediaError(self._why_no_clip(frame_issues), json.dumps(dict(frame_issues)))
-        return clips
+        return [self.check_identity(clip) for clip in clips]
+
+    def check_identity(self, clip: Record) -> Record:
+        """A clip whose frames show different faces is rejected; the others get their face's
+        embedding, from which the pair-making pipeline groups speakers as people."""
+        if clip.rejected or clip.media is None:
+            return clip
+        embeddings, clip.media = clip.media.result(), None
+        clip.meta["identity_csim"] = round(identity_consistency(embeddings), 4)
+        if clip.meta["identity_csim"] < self.cfg.min_identity_csim:
+            Path(clip.meta.pop("clip_path")).unlink(missing_ok=True)  # never paired: not kept in the store
+            return clip.reject("face_changed_in_clip", self.name)
+        clip.meta["identity"] = mean_identity(embeddings)
+        return clip
 
     def _audio_and_hash(self, path: str) -> tuple[DecodedAudio, np.ndarray, str]:
         audio = decode_audio(path, self.cfg.sample_rate)  # undecodable packets: bad intervals, judged per clip
@@ -208,12 +226,8 @@ class IngestStage(Stage):
             return record.reject("audio_shorter_than_video", self.name)
         if speech_ratio < cfg.min_speech_ratio:
             return record.reject("no_speech", self.name)
-        if self.embedder is not None:  # one person throughout, and who: for speakers as people
-            embeddings = self.embedder.embed(frames[evenly_spaced(len(frames), cfg.identity_frames)])
-            meta["identity_csim"] = round(identity_consistency(embeddings), 4)
-            if meta["identity_csim"] < cfg.min_identity_csim:
-                return record.reject("face_changed_in_clip", self.name)
-            meta["identity"] = mean_identity(embeddings)
+        if self.identity is not None:  # one person throughout, and who (judged in check_identity)
+            record.media = self.identity.submit(frames[evenly_spaced(len(frames), cfg.identity_frames)])
         path = self.clip_dir / f"{key}.npz"
         save_clip(path, Clip(frames, landmarks, transforms, clip_audio))
         meta["clip_path"] = str(path)
