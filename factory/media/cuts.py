@@ -30,6 +30,14 @@ class CutDetector:
 
     def reset(self) -> None:
         self.detector = ContentDetector(threshold=self.threshold, min_scene_len=1)
+        self.index = 0
+
+    def next_frame(self, rgb: np.ndarray) -> str | None:
+        """`check` for the next frame of the sequence (RGB, any size): used on the decode thread,
+        so shot boundaries cost the tracking thread nothing."""
+        verdict = self.check(self.index, small_frame(rgb))
+        self.index += 1
+        return verdict
 
     def check(self, index: int, small_bgr: np.ndarray) -> str | None:
         """"scene_cut" when frame `index` starts a new shot, "dark_frame" when it is too dark to

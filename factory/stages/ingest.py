@@ -25,7 +25,7 @@ from factory.faces.continuity import identity_consistency, landmark_jump, mean_i
 from factory.faces.identity_worker import IdentityWorker
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
 from factory.media.audio import DecodedAudio, decode_audio
-from factory.media.cuts import CutDetector, small_frame
+from factory.media.cuts import CutDetector
 from factory.metrics.frames import evenly_spaced
 from factory.media.vad import SpeechDetector
 from factory.media.video import MediaError, iter_frames, probe
@@ -49,7 +49,7 @@ class IngestConfig:
     min_luma: float = 12.0  # frames darker than this (mean, 0-255) are fades: not used
     max_face_shift: float = 0.5  # eye distances the face may move in one frame before the clip ends
     max_face_scale: float = 1.25  # size change in one frame before the clip ends
-    identity_frames: int = 3  # frames per clip whose face embeddings must agree (dlib), 0 = no check
+    identity_frames: int = 2  # frames per clip (first, last) whose face embeddings must agree (dlib), 0 = no check
     min_identity_csim: float = 0.92  # lowest agreement: the same person ~0.95+, two people <= ~0.89
     landmark_smoothing_sigma: float = 1.5  # frames; zero-phase Gaussian over the track (0 = none)
     vad_threshold: float = 0.5
@@ -166,11 +166,10 @@ class IngestStage(Stage):
         previous = None  # the last frame's face, for the jump check
         landmarker = FaceLandmarker(static=False, max_faces=cfg.max_faces, min_face_share=cfg.background_face_share)
         try:
-            for k, rgb, small in iter_frames(path, cfg.fps, prepare=small_frame):
+            for k, rgb, shot in iter_frames(path, cfg.fps, prepare=cuts.next_frame):  # cuts: decode thread
                 if assembler.stopped:
                     break
                 issues["frames"] += 1
-                shot = cuts.check(k, small)
                 if shot:
                     issues[shot] += 1
                     crops.put(k, None, None)
