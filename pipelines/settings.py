@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from augment.stage import AugmentConfig
-from factory.config import ConfigError, apply_overrides, build, digest, read_yaml, strip_keys, to_dict
+from factory.config import ConfigError, apply_overrides, build, read_yaml, strip_keys, to_dict
 from factory.executors import ExecutorConfig
 from factory.generators import generator_class
 from factory.inputs import InputConfig
@@ -53,10 +53,6 @@ class FactoryConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
-
-    def hash(self) -> str:
-        """Identifies the settings that shape the pairs (not where they go or how they run)."""
-        return digest(pairs_identity(self))
 
     def clip_store_root(self) -> Path:
         return Path(self.clip_store) if self.clip_store else Path(self.out) / "clips"
