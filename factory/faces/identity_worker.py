@@ -9,6 +9,9 @@ results when the video is done.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
@@ -16,10 +19,22 @@ import numpy as np
 _embedder = None
 
 
-def _load() -> None:
+def _die_with_parent(parent: int) -> None:
+    """A helper whose parent is killed (kill -9, OOM) must go too: an orphan would hold the
+    parent's stdout/stderr open (a caller waiting for them would wait forever) and its memory."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above ran
+        os._exit(1)
+
+
+def _load(parent: int) -> None:
     global _embedder
     from factory.faces.embedders import DlibEmbedder
 
+    _die_with_parent(parent)
     _embedder = DlibEmbedder()
 
 
@@ -30,7 +45,11 @@ def _embed(crops: np.ndarray) -> np.ndarray:
 class IdentityWorker:
     def __init__(self) -> None:
         # spawn: a fork of a process running MediaPipe's and PyAV's threads is not safe
-        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_load)
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_load,
+                                        initargs=(os.getpid(),))
+        # start the helper now, from this (long-lived) thread: the kernel's parent-death signal
+        # follows the thread that spawned it, and ingest submits from a per-video thread
+        self.pool.submit(int).result()
 
     def submit(self, crops: np.ndarray) -> Future:
         """Unit embeddings (N, 128) of N aligned face crops, later."""
