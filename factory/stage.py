@@ -84,10 +84,13 @@ class Stage:
         """{"records": in, "seconds": in process, "passed": n, "dropped_<reason>": n, ...}"""
         return {"records": self.records_in, "seconds": self.seconds, **self.stats}
 
-    def __call__(self, batch: list[Record]) -> list[Record]:
+    def ensure_set_up(self) -> None:
         if not self._ready:
             self.setup()
             self._ready = True
+
+    def __call__(self, batch: list[Record]) -> list[Record]:
+        self.ensure_set_up()
         passthrough = [r for r in batch if r.rejected]
         active = [r for r in batch if not r.rejected]
         if not active:

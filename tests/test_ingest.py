@@ -181,3 +181,27 @@ def test_a_small_background_face_does_not_discard_frames(tmp_path, speech):
     assert len(kept) >= 4  # the speaker's clips, the face behind ignored
     counted = ingest(path, tmp_path / "b", background_face_share=0.0)  # every face counts: the old rule
     assert {c.rejected for c in counted} == {"multiple_faces"}
+
+
+def test_a_clip_continuing_the_last_one_reuses_its_boundary_embedding(still_talker, tmp_path):
+    """Back-to-back clips of one track: the frame after clip i's last is clip i+1's first, so one
+    dlib embedding serves both; the identity check still sees first and last of every clip."""
+    cfg = IngestConfig(clip_frames=25, clip_stride=25, max_clips_per_video=3)
+    stage = IngestStage(cfg, ClipStore.for_settings(tmp_path / "clips", {}))
+    stage.ensure_set_up()
+    submitted = []
+    real_submit = stage.identity.submit
+    stage.identity.submit = lambda crops: submitted.append(len(crops)) or real_submit(crops)
+    kept = [c for c in stage([Record("v", "video", meta={"source": str(still_talker), "speaker": "s"})])
+            if not c.rejected]
+    assert [c.meta["frame_range"] for c in kept] == [[0, 25], [25, 50], [50, 75]]
+    assert sum(submitted) == 4  # not 6: clips 2 and 3 start on their predecessor's last face
+    assert all(c.meta["identity_csim"] > 0.95 and len(c.meta["identity"]) == 128 for c in kept)
+    overlapping = IngestStage(IngestConfig(clip_frames=25, clip_stride=20, max_clips_per_video=2),
+                              ClipStore.for_settings(tmp_path / "overlap", {}))
+    overlapping.ensure_set_up()
+    submitted.clear()
+    real_submit = overlapping.identity.submit
+    overlapping.identity.submit = lambda crops: submitted.append(len(crops)) or real_submit(crops)
+    overlapping([Record("v", "video", meta={"source": str(still_talker), "speaker": "s"})])
+    assert sum(submitted) == 4  # overlapping clips share no boundary frame: nothing reused

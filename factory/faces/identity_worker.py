@@ -16,6 +16,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 
+from factory.priority import HELPER_NICE
+
 _embedder = None
 
 
@@ -35,6 +37,7 @@ def _load(parent: int) -> None:
     from factory.faces.embedders import DlibEmbedder
 
     _die_with_parent(parent)
+    os.nice(HELPER_NICE)  # embeddings are awaited only when the video is done: tracking goes first
     _embedder = DlibEmbedder()
 
 

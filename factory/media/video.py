@@ -16,6 +16,8 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
+from factory.priority import lower_this_threads_priority
+
 
 class MediaError(Exception):
     """Input that cannot be used; `reason` is the short, stable rejection reason."""
@@ -154,7 +156,7 @@ frame_to_rgb = _to_rgb  # public name for other readers (encode.read_mp4)
 
 
 def iter_frames(path: str | Path, fps: int = 25, prefetch: int = 16,
-                prepare: Callable[[np.ndarray], Any] | None = None) -> Iterator[tuple]:
+                prepare: Callable[[np.ndarray], Any] | None = None, background: bool = False) -> Iterator[tuple]:
     """(index, RGB frame) at `fps`, decoded in a background thread; decode errors surface as
     MediaError. With `prepare`, (index, frame, prepare(frame)), computed on the decode thread."""
     q: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -162,6 +164,8 @@ def iter_frames(path: str | Path, fps: int = 25, prefetch: int = 16,
     done = object()
 
     def worker() -> None:
+        if background:
+            lower_this_threads_priority()
         try:
             for item in _decoded_frames(str(path), fps):
                 if prepare is not None:

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from factory.priority import lower_this_threads_priority
 from factory.faces.align import apply, frame_to_crop, outside_share, warp_crop
 
 
@@ -25,6 +26,8 @@ class ClipArrays(NamedTuple):
     landmarks: np.ndarray  # (T, 478, 2) float32, crop pixels
     transforms: np.ndarray  # (T, 2, 3) float32, frame -> crop
     outside: np.ndarray  # (T,) float32: share of each crop drawn from beyond the frame (black)
+    # the clip's first frame comes right after the previous clip's last one, on one unbroken track
+    follows_previous: bool = False
 
 
 def smoothing_radius(sigma: float) -> int:
@@ -81,6 +84,7 @@ class ClipAssembler:
         self.transforms: list[np.ndarray] = []
         self.outside: list[float] = []
         self.start = 0
+        self.follows_previous = False
         # The track's landmarks: the pending frames' and, as the Gaussian's look-back, the last
         # `radius` cropped frames'. Fewer than that before a frame means the track starts there.
         self.points: deque[np.ndarray] = deque()
@@ -124,10 +128,11 @@ class ClipAssembler:
 
     def _emit(self, k: int) -> None:
         arrays = ClipArrays(np.stack(self.crops), np.stack(self.landmarks), np.stack(self.transforms),
-                            np.asarray(self.outside, np.float32))
+                            np.asarray(self.outside, np.float32), self.follows_previous)
         if not self.on_clip(self.start, arrays):
             self.stopped = True
         keep = self.length - self.stride
+        self.follows_previous = keep == 0
         if keep > 0:
             self.crops, self.landmarks = self.crops[-keep:], self.landmarks[-keep:]
             self.transforms, self.outside = self.transforms[-keep:], self.outside[-keep:]
@@ -141,14 +146,17 @@ class Background:
 
     _DONE = object()
 
-    def __init__(self, fn: Callable, maxsize: int = 8):
+    def __init__(self, fn: Callable, maxsize: int = 8, background: bool = False):
         self.fn = fn
+        self.background = background  # at low priority: feeding a faster thread that must not wait
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        if self.background:
+            lower_this_threads_priority()
         while (item := self.queue.get()) is not self._DONE:
             if self.error is None:
                 try:
