@@ -24,6 +24,9 @@ class PairMedia:
     transforms: np.ndarray | None = None  # (T, 2, 3) source frame -> crop
     mask: np.ndarray | None = None  # (S, S) uint8 {0,1}: the re-rendered region (lower face, jaw clamped)
     occlusion: np.ndarray | None = None  # (T, S, S) bool occluders kept real; None: none were looked for
+    alpha: np.ndarray | None = None  # (T, S, S) uint8 0-255: the compositing alpha used per frame (occlusion included)
+    motion_frames: np.ndarray | None = None  # (m, S, S, 3) uint8 real crops just before the clip (X-Dub's m = 5)
+    speech: np.ndarray | None = None  # (T,) bool: frames whose audio is speech (VAD)
     real_tracked: np.ndarray | None = None  # (T, 478, 2) re-tracked on real_frames, NaN where lost
     syn_tracked: np.ndarray | None = None  # (T, 478, 2) re-tracked on syn_frames, NaN where lost
     files: dict[str, bytes] | None = None  # the WebDataset sample's members, after encoding
