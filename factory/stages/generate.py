@@ -43,7 +43,7 @@ def build_generator(cfg: GenerateConfig) -> Generator:
 class GenerateStage(Stage):
     name = "generate"
     provides = ("real_frames", "syn_frames", "real_audio", "alt_audio", "clip_landmarks", "transforms",
-                "mask", "occlusion")
+                "mask", "occlusion", "alpha")
 
     def __init__(self, cfg: GenerateConfig, seed: int = 0):
         super().__init__(cfg.resources)
@@ -95,6 +95,8 @@ class GenerateStage(Stage):
 
             alpha = apply_occlusion(alpha, inp.occlusion[:n])
         media.syn_frames = composite(media.real_frames[:n], rendered[:n], alpha)
+        per_frame = np.broadcast_to(alpha, (n, *alpha.shape[-2:]))
+        media.alpha = np.rint(per_frame * 255).astype(np.uint8)  # what was used: trainers and storage need it
         record.media = media
         record.meta.update(generator=self.generator.name, generator_version=self.generator.version,
                            device=self.device)
