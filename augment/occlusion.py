@@ -36,6 +36,10 @@ class OcclusionParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "OcclusionParams":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # JSON lists
+
 
 def sample_params(rng: np.random.Generator) -> OcclusionParams:
     """An occluder that crosses the lower face, where occlusions hurt dubbing most."""

@@ -1,35 +1,40 @@
-"""Augment a configurable share of pairs, with the *same* transform on both sides.
+"""Choose which kept pairs are augmented, and how; record it, leave the pair clean.
+
+The pair's frames are never changed here: the parameters go into the sample's meta.json
+(meta["augment"]) and augment/replay.py applies them at training time, identically to both sides.
+So the shards hold the clean pair, and a trainer can take it with or without the augmentation.
 
 Which pairs, which augmentation and its parameters come from a generator seeded by the run's
-seed and the pair's key: reruns and resumed runs augment exactly the same pairs the same way.
-The parameters go into the sample's meta.json, where they reproduce (or undo) the transform.
+seed and the pair's key: reruns and resumed runs record exactly the same augmentations.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataclasses import dataclass, field
-
 from augment import occlusion, relight
+from augment.face_geometry import face_points
 from factory.records import Record
 from factory.stage import Resources, Stage
 
 
 @dataclass
 class AugmentConfig:
-    share: float = 0.05  # fraction of kept pairs augmented (the same transform on both sides)
-    occlusion: bool = True  # moving synthetic occluders: textured shapes, hand-like blobs
-    relight: bool = True  # static colour/intensity, or a moving coloured light
+    # share of kept pairs given *each* enabled augmentation (X-Dub: ~5 % each); the kinds never
+    # overlap, so above 1/kinds it is capped and every pair is augmented
+    share: float = 0.05
+    occlusion: bool = True  # moving synthetic occluders: textured shapes, photo cut-outs, hand-like blobs
+    relight: bool = True  # face relighting: static colour/intensity, or a moving coloured light
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
 
 
 class AugmentStage(Stage):
     name = "augment"
-    requires = ("real_frames", "syn_frames")
-    provides = ("real_frames", "syn_frames")
+    requires = ("real_frames", "clip_landmarks")
+    provides = ()  # meta only: the clean pair stays as it is
 
     def __init__(self, cfg: AugmentConfig, seed: int):
         super().__init__(cfg.resources)
@@ -39,21 +44,30 @@ class AugmentStage(Stage):
     def rng_for(self, key: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, zlib.crc32(key.encode())])
 
+    def choose(self, rng: np.random.Generator) -> str | None:
+        """One uniform draw split into `share`-wide slices, one per kind: each kind gets `share`."""
+        if not self.kinds or self.cfg.share <= 0:
+            return None
+        share = min(self.cfg.share, 1 / len(self.kinds))
+        slot = int(rng.random() / share)
+        return self.kinds[slot] if slot < len(self.kinds) else None
+
     def process(self, records: list[Record]) -> list[Record]:
         for record in records:
             rng = self.rng_for(record.key)
-            if not self.kinds or rng.random() >= self.cfg.share:
-                continue
-            kind = self.kinds[int(rng.integers(len(self.kinds)))]
+            kind = self.choose(rng)
             media = record.media
-            real, syn = media.real_frames, media.syn_frames
             if kind == "occlusion":
                 params = occlusion.sample_params(rng)
-                media.real_frames, _ = occlusion.apply(real, params)
-                media.syn_frames, _ = occlusion.apply(syn, params)
+            elif kind == "relight":
+                n = len(media.real_frames)
+                marks = media.clip_landmarks
+                face = None if marks is None or len(marks) < n else face_points(marks[:n])
+                if face is None:  # no face to light: leave the pair un-augmented
+                    continue
+                params = relight.sample_params(rng, *face)
             else:
-                params = relight.sample_params(rng)
-                media.real_frames = relight.apply(real, params)
-                media.syn_frames = relight.apply(syn, params)
-            record.meta["augment"] = {"kind": kind, "params": params.to_dict()}
+                continue
+            n, size = media.real_frames.shape[:2]
+            record.meta["augment"] = {"kind": kind, "frames": int(n), "size": int(size), "params": params.to_dict()}
         return records
