@@ -22,7 +22,7 @@ class PairMedia:
     alt_audio: np.ndarray | None = None  # int16 mono: what the synthetic lips say
     clip_landmarks: np.ndarray | None = None  # (T, 478, 2) ingest's landmarks of the real clip, crop px
     transforms: np.ndarray | None = None  # (T, 2, 3) source frame -> crop
-    mask: np.ndarray | None = None  # (S, S) uint8 {0,1}: the re-rendered region (lower face, jaw clamped)
+    mask: np.ndarray | None = None  # (S, S) uint8 {0,1}: the edit's support (alpha > 0 on some frame); outside it syn == real
     occlusion: np.ndarray | None = None  # (T, S, S) bool occluders kept real; None: none were looked for
     alpha: np.ndarray | None = None  # (T, S, S) uint8 0-255: the compositing alpha used per frame (occlusion included)
     motion_frames: np.ndarray | None = None  # (m, S, S, 3) uint8 real crops just before the clip (X-Dub's m = 5)

@@ -76,8 +76,8 @@ def test_an_output_folder_never_mixes_two_configurations(store, tmp_path, capsys
     assert pairs(store, tmp_path / "a", "filters.identity.enabled=false", "executor.kind=local",
                  "generate.resources.pool_size=1") == 0  # how it runs is not what it makes
     capsys.readouterr()
-    assert pairs(store, tmp_path / "a", "filters.identity.enabled=false", "generate.feather_sigma=2") == 2
-    assert "generate.feather_sigma: 5.0 -> 2.0" in capsys.readouterr().err
+    assert pairs(store, tmp_path / "a", "filters.identity.enabled=false", "generate.feather_sigma=3") == 2
+    assert "generate.feather_sigma: 2.0 -> 3.0" in capsys.readouterr().err
 
 
 def test_claim_output_names_every_difference(tmp_path):

@@ -36,8 +36,10 @@ class GenerationInput:
     alt_frames: np.ndarray  # the same speaker's other clip, same layout
     alt_landmarks: np.ndarray
     alt_audio: np.ndarray  # int16 mono: what the synthetic lips should say
-    masks: np.ndarray  # (T, S, S) uint8 {0,1}: per frame, the region to re-render (jaw clamped)
+    masks: np.ndarray  # (T, S, S) uint8 {0,1}: per frame, where the render is used (alpha > 0; jaw clamped)
     occlusion: np.ndarray | None = None  # (T, S, S) bool occluders in front of the face: kept real
+    alt_occlusion: np.ndarray | None = None  # (T, S, S) bool occluders in the alternative clip's frames
+    alt_registration: np.ndarray | None = None  # (T, 2, 3) alt crop -> real crop, fitted on the nose per frame
     reference_frames: np.ndarray | None = None  # (N, S, S, 3) frames of the real clip for identity/texture
     motion_frames: np.ndarray | None = None  # (M, S, S, 3) frames just before the clip, when contiguous
     audio_features: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. whisper features, per generator

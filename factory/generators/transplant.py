@@ -1,18 +1,26 @@
 """Training-free generator: transplant the alternative clip's mouth onto the real frames.
 
-Both clips are aligned to the same canonical template, so the alternative clip's lower face
-already sits where the real one is. Its colours are matched to the real clip inside the mask with
-one affine per channel for the whole clip (per-frame statistics would flicker), and the stage
-feathers it in. No weights: this is the factory's out-of-the-box generator on CPU.
+Both clips are aligned to the same canonical template, but only to within a few pixels per frame:
+so each alternative frame is first registered onto the real one on the nose (a similarity per
+frame, factory.faces.registration), which keeps the seam under the nose still. Occluders in the
+alternative frames (a hand, a microphone) are not pasted: there the real pixels are kept. Colours
+are matched to the real clip inside the mask with one affine per channel for the whole clip
+(per-frame statistics would flicker), and the stage feathers it in. No weights: this is the
+factory's out-of-the-box generator on CPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from factory.generators.base import GenerationInput, Generator, register
+from factory.faces.masks import dilate
+from factory.faces.registration import move_frames, register
+
+from factory.generators.base import GenerationInput, Generator
+from factory.generators.base import register as register_generator
 
 
 @dataclass
@@ -38,15 +46,39 @@ def match_colours(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> n
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-@register
+@register_generator
 class TransplantGenerator(Generator):
     name = "transplant"
-    version = "1"
+    version = "2"  # 2: per-frame registration, alternative occluders not pasted
     Settings = TransplantSettings
 
     def generate(self, inp: GenerationInput) -> np.ndarray:
         n = min(len(inp.real_frames), len(inp.alt_frames))
-        mouth = inp.alt_frames[:n]
+        real = inp.real_frames[:n]
+        moves = inp.alt_registration
+        if moves is None:  # called outside the generate stage
+            moves = register(inp.alt_frames[:n], real, inp.real_landmarks[:n])
+        moves = moves[:n]
+        mouth = move_frames(inp.alt_frames[:n], moves)
+        stats = inp.masks[:n].astype(bool)
+        if inp.alt_occlusion is not None:
+            occluded = move_frames(inp.alt_occlusion[:n].astype(np.uint8), moves, nearest=True).astype(bool)
+            stats = stats & ~occluded  # an occluder's colours would skew the match
         if self.settings.colour_match:
-            mouth = match_colours(mouth, inp.real_frames[:n], inp.masks[:n])
+            mouth = match_colours(mouth, real, stats)
+        if inp.alt_occlusion is not None:
+            mouth = keep_real_under(occluded, mouth, real)
         return mouth
+
+
+def keep_real_under(occluded: np.ndarray, mouth: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """The real pixels wherever the alternative frame is occluded, faded in over a few pixels
+    around it (a hard edge would draw the occluder's outline into the synthetic frame)."""
+    sigma = 1.5 * occluded.shape[-1] / 256
+    weights = []
+    for frame in occluded:
+        w = cv2.GaussianBlur(dilate(frame.astype(np.uint8), round(2 * sigma)).astype(np.float32), (0, 0), sigma)
+        weights.append(np.maximum(w, frame))
+    w = np.stack(weights)[..., None]
+    out = mouth.astype(np.float32) * (1 - w) + real.astype(np.float32) * w
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ import numpy as np
 from factory.clips import load_clip, load_occlusion
 from factory.config import build
 from factory.devices import free_accelerator_memory, pick_device
-from factory.faces.masks import composite, feathered_alpha, lower_face_mask
+from factory.faces.masks import composite, compositing_alpha, lower_face_mask, nose_masks
+from factory.faces.registration import move_points, register
 from factory.faults import fault_point
 from factory.generators import GenerationInput, Generator, generator_class
 from factory.metrics.frames import evenly_spaced
@@ -25,8 +27,10 @@ class GenerateConfig:
     generator: str = "transplant"  # a registered name (entry point group `factory.generators`)
     weights: str | None = None  # a save_pretrained folder: learned generators load from it
     settings: Any = None  # the generator's own settings (its `Settings` class validates them)
-    feather_sigma: float = 5.0  # Gaussian feathering of the composite, in pixels of a 256 crop (scaled with it)
-    mask_dilation: int = 10  # pixels of a 256 crop; outside the dilated mask, the synthetic frame equals the real one
+    # Compositing, in pixels of a 256 crop (scaled with it). The lower face is grown by mask_dilation
+    # before the Gaussian feather: with dilation >= 2.1 sigma, alpha >= 0.98 on the whole lower face.
+    feather_sigma: float = 2.0
+    mask_dilation: int = 5
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
 
 
@@ -60,44 +64,61 @@ class GenerateStage(Stage):
 
     def process(self, records: list[Record]) -> list[Record]:
         prepared = [self.prepare(r) for r in records]
-        rendered = self.generator.generate_batch([inp for inp, _ in prepared])
-        return [self.finish(r, inp, media, out) for r, (inp, media), out in zip(records, prepared, rendered)]
+        rendered = self.generator.generate_batch([inp for inp, _, _ in prepared])
+        return [self.finish(r, *p, out) for r, p, out in zip(records, prepared, rendered)]
 
-    def prepare(self, record: Record) -> tuple[GenerationInput, PairMedia]:
+    def prepare(self, record: Record) -> tuple[GenerationInput, PairMedia, np.ndarray]:
         fault_point("generate", record.key)
         real = load_clip(record.meta["clip_path"])
         alt = load_clip(record.meta["alt_clip_path"])
         n, size = min(len(real.frames), len(alt.frames)), real.frames.shape[1]
-        mask = lower_face_mask([real.landmarks, alt.landmarks], size)
+        real_lms, alt_lms = real.landmarks[:n], alt.landmarks[:n]
+        # The alternative face where a transplant lays it on the real one (registered on the nose):
+        # the mask must cover both lower faces where they will be, on every frame.
+        registration = register(alt.frames[:n], real.frames[:n], real_lms)
+        alt_on_real = move_points(alt_lms, registration)
+        face = lower_face_mask([real_lms, alt_on_real], size)
+        scale = size / 256  # the settings are in pixels of a 256 crop: the same look at 512
+        alpha = compositing_alpha(face, nose_masks(real_lms, size), self.cfg.feather_sigma * scale,
+                                  round(self.cfg.mask_dilation * scale))  # (n, S, S): the nose is cut per frame
+        mask = (alpha > 0).any(axis=0).astype(np.uint8)  # the edit's support: outside it, syn == real exactly
         occ_path = record.meta.get("occlusion_masks")  # set by this run's occlusion stage, else none
         occlusion = load_occlusion(occ_path)[:n] if occ_path else None
+        alt_occ_path = occ_path and sibling_occlusion(occ_path, record.meta["clip_path"], record.meta["alt_clip_path"])
+        alt_occlusion = load_occlusion(alt_occ_path)[:n] if alt_occ_path and alt_occ_path.exists() else None
         refs, motion = self.generator.reference_frames, self.generator.motion_frames
         before = record.meta.get("motion_clip_path") if motion else None
         inp = GenerationInput(
-            key=record.key, real_frames=real.frames[:n], real_landmarks=real.landmarks[:n], real_audio=real.audio,
-            alt_frames=alt.frames[:n], alt_landmarks=alt.landmarks[:n], alt_audio=alt.audio,
-            masks=np.broadcast_to(mask, (n, size, size)), occlusion=occlusion,
+            key=record.key, real_frames=real.frames[:n], real_landmarks=real_lms, real_audio=real.audio,
+            alt_frames=alt.frames[:n], alt_landmarks=alt_lms, alt_audio=alt.audio,
+            masks=np.broadcast_to(mask, (n, size, size)), occlusion=occlusion, alt_occlusion=alt_occlusion,
+            alt_registration=registration,
             reference_frames=real.frames[evenly_spaced(n, refs)] if refs else None,
             motion_frames=load_clip(before).frames[-motion:] if before else None,
             fps=record.meta.get("fps", 25), sample_rate=record.meta.get("sample_rate", 16000),
             seed=zlib.crc32(record.key.encode()) ^ self.seed)
         media = PairMedia(real_frames=real.frames[:n], real_audio=real.audio, alt_audio=alt.audio,
-                          clip_landmarks=real.landmarks[:n], transforms=real.transforms[:n], mask=mask,
+                          clip_landmarks=real_lms, transforms=real.transforms[:n], mask=mask,
                           occlusion=occlusion)
-        return inp, media
+        return inp, media, alpha
 
-    def finish(self, record: Record, inp: GenerationInput, media: PairMedia, rendered: np.ndarray) -> Record:
+    def finish(self, record: Record, inp: GenerationInput, media: PairMedia, alpha: np.ndarray,
+               rendered: np.ndarray) -> Record:
         n = min(len(rendered), len(media.real_frames))
-        scale = media.mask.shape[0] / 256  # the settings are in pixels of a 256 crop: the same look at 512
-        alpha = feathered_alpha(media.mask, self.cfg.feather_sigma * scale, round(self.cfg.mask_dilation * scale))
-        if inp.occlusion is not None:  # M_inp = not M_face or M_occ: occluder pixels stay real
-            from factory.occlusion.compose import apply_occlusion
-
-            alpha = apply_occlusion(alpha, inp.occlusion[:n])
-        media.syn_frames = composite(media.real_frames[:n], rendered[:n], alpha)
-        per_frame = np.broadcast_to(alpha, (n, *alpha.shape[-2:]))
-        media.alpha = np.rint(per_frame * 255).astype(np.uint8)  # what was used: trainers and storage need it
+        per_frame = alpha[:n].copy()
+        if inp.occlusion is not None:  # M_inp = not M_face or M_occ: occluder pixels stay real, exactly
+            per_frame[inp.occlusion[:n]] = 0
+        # The stored uint8 alpha is the one composited with: real, render and alpha give syn bit for bit.
+        media.syn_frames = composite(media.real_frames[:n], rendered[:n], per_frame)
+        media.alpha = per_frame
         record.media = media
         record.meta.update(generator=self.generator.name, generator_version=self.generator.version,
                            device=self.device)
         return record
+
+
+def sibling_occlusion(occ_path: str, clip_path: str, other_clip_path: str) -> Path:
+    """The occluder masks the same occlusion settings made for another clip (they sit beside it,
+    named by the same tag: factory.clips.occlusion_path)."""
+    suffix = Path(occ_path).name[len(Path(clip_path).stem):]  # ".occlusion-<tag>.npz"
+    return Path(other_clip_path).with_suffix(suffix)
