@@ -15,7 +15,7 @@ from factory.stage import Resources
 from filters.vlm_quality import VLMQualityConfig
 from factory.records import Record
 from factory.stage import threshold_verdict
-from factory.vlm.quality import ASPECTS, parse_quality, quality_prompt
+from factory.vlm.quality import ASPECTS, parse_quality
 from filters.vlm_quality import MALFORMED, VLMQualityFilter, vlm_quality_thresholds
 from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
 
