@@ -1,8 +1,9 @@
 """VLM quality: Qwen2.5-VL rates the synthetic clip on six aspects (1-5), keep when the mean > 4.0.
 
 The aspects are X-Dub's: image fidelity, aesthetic appeal, temporal stability, motion smoothness,
-background and subject consistency. The model sees `frames` frames sampled evenly from the
-synthetic clip, as a video. Scores are recorded as `vlm_<aspect>` and `vlm_mean`.
+background and subject consistency. The model sees `runs` short runs of `run_length` consecutive
+frames of the synthetic clip, spread over it, each cropped to the mouth region and enlarged
+(`factory.vlm.views` says why). Scores are recorded as `vlm_<aspect>` and `vlm_mean`.
 
 Batched: one `generate` call scores the whole batch (a VLM is worth batching, unlike the base
 class's one `score` per record). An answer that does not parse is asked again once, with a
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from factory.devices import free_accelerator_memory
-from factory.metrics.frames import evenly_spaced
 from factory.records import Record
 from factory.stage import Filter, FilterConfig, FilterSpec, ModelPath, Resources
-from factory.vlm.quality import ASPECTS, QUALITY_PROMPT, RETRY_HINT, parse_quality
+from factory.vlm.quality import ASPECTS, RETRY_HINT, parse_quality, quality_prompt
+from factory.vlm.views import quality_views
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ class VLMQualityConfig(FilterConfig):
     enabled: bool = False  # needs a local model
     model_path: str | None = None  # local Qwen2.5-VL folder (config, weights, tokenizer, processor)
     min_mean: float = 4.0  # keep when the mean of the six 1-5 aspect scores is above this
-    frames: int = 8  # frames of the synthetic clip shown to the model
-    max_pixels: int = 224 * 224  # per frame, after the processor's resize
+    runs: int = 4  # short runs of consecutive frames, spread over the clip (start ... end)
+    run_length: int = 8  # consecutive frames per run (even: the VLM pairs frames in time)
+    crop_margin: float = 0.08  # around the re-rendered region, a share of the crop side
+    max_pixels: int = 224 * 224  # per frame of the mouth crop (scaled up to it)
     max_new_tokens: int = 160
     resources: Resources = field(default_factory=lambda: Resources(num_gpus=1.0, batch_size=4))
 
@@ -74,11 +77,11 @@ class VLMQualityFilter(Filter):
         free_accelerator_memory()
 
     def process(self, records: list[Record]) -> list[Record]:
-        answers = self.ask(records, QUALITY_PROMPT)
+        answers = self.ask(records)
         aspects = [parse_quality(a) for a in answers]
         malformed = [i for i, a in enumerate(aspects) if a is None]
         if malformed:  # once, batched, only the records that need it
-            retried = self.ask([records[i] for i in malformed], QUALITY_PROMPT + RETRY_HINT)
+            retried = self.ask([records[i] for i in malformed], retry=True)
             for i, answer in zip(malformed, retried):
                 aspects[i] = parse_quality(answer)
                 if aspects[i] is None:
@@ -86,14 +89,12 @@ class VLMQualityFilter(Filter):
         return [self.judge(record, named_scores(a)) if a is not None else record.reject(MALFORMED, self.name)
                 for record, a in zip(records, aspects)]
 
-    def ask(self, records: list[Record], prompt: str) -> list[str]:
-        clips, fps = [], []
-        for record in records:
-            frames = record.media.syn_frames
-            idx = evenly_spaced(len(frames), self.cfg.frames)
-            clips.append(frames[idx])
-            fps.append(record.meta.get("fps", CLIP_FPS) * len(idx) / len(frames))
-        return self.vlm.chat(clips, [prompt] * len(records), self.cfg.max_new_tokens,
+    def ask(self, records: list[Record], retry: bool = False) -> list[str]:
+        clips = [quality_views(r.media.syn_frames, r.media.mask, self.cfg.runs, self.cfg.run_length,
+                               self.cfg.crop_margin, self.cfg.max_pixels) for r in records]
+        prompts = [quality_prompt(len(views)) + (RETRY_HINT if retry else "") for views in clips]
+        fps = [float(r.meta.get("fps", CLIP_FPS)) for r in records]  # consecutive frames: the clip's own rate
+        return self.vlm.chat(clips, prompts, self.cfg.max_new_tokens,
                              logits_processor=self.logits_processor, fps=fps)
 
 

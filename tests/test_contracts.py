@@ -99,7 +99,8 @@ class TestVLMQualityFilter(FilterContract):
 
         tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         good, poor = (json.dumps(dict(zip(ASPECTS, v))) for v in ([5, 4, 5, 4, 5, 4], [3, 3, 2, 4, 3, 3]))
-        cfg = VLMQualityConfig(enabled=True, model_path=self.path, frames=2, max_new_tokens=160,
+        cfg = VLMQualityConfig(enabled=True, model_path=self.path, runs=1, run_length=2, max_pixels=56 * 56,
+                               max_new_tokens=160,
                                resources=Resources(num_gpus=0, batch_size=2))
         return VLMQualityFilter(cfg, soft=soft, logits_processor=ForceText(tokenizer, [good, poor]))
 

@@ -47,8 +47,9 @@ def clips(tmp_path_factory):
     return folder
 
 
-def stage(tiny_qwen_path, force) -> OcclusionStage:
-    cfg = OcclusionConfig(enabled=True, image_size=64)
+def stage(tiny_qwen_path, force, **settings) -> OcclusionStage:
+    # random SAM 2 masks have any size: the area bound is tested with forced masks below
+    cfg = OcclusionConfig(enabled=True, image_size=64, **{"max_crop_share": 1.0, "max_face_share": 1.0, **settings})
     return OcclusionStage(cfg, tiny_qwen_path, "occlusion.vlm_path", max_pixels=112 * 112,
                           allow_random_weights=True, logits_processor=force)
 
@@ -60,13 +61,16 @@ def clip_record(folder) -> Record:
 def test_boxes_are_found_propagated_stored_and_reused(clips, tiny_qwen_path):  # noqa: F811
     s = stage(tiny_qwen_path, None)
     occlusion_path(clips / "real.npz", s.tag).unlink(missing_ok=True)
-    s.setup()
+    s.ensure_set_up()
     s.logits_processor = ForceText(s.vlm.processor.tokenizer, HAND)
     (record,) = s([clip_record(clips)])
     assert not record.rejected
-    # asked about frames 0, 2 and 3 in one batch; boxes back in crop pixels (x 256/112), widened
-    assert record.meta["occluders"] == [{"frame": f, "label": "hand", "box": [84, 139, 170, 197]} for f in (0, 2, 3)]
-    assert s.logits_processor.batch_sizes == [3]
+    # asked about the first and the last frame (< 25 apart) in one batch; boxes back in crop pixels
+    # (x 256/112), widened; the same hand on both probes is one occluder
+    (occluder,) = record.meta["occluders"]
+    assert occluder["label"] == "hand" and occluder["discarded"] is None
+    assert occluder["boxes"] == {"0": [84, 139, 170, 197], "3": [84, 139, 170, 197]}
+    assert s.logits_processor.batch_sizes == [2]
     assert record.meta["occlusion_masks"] == str(occlusion_path(clips / "real.npz", s.tag))  # travels in the record
     masks = load_occlusion(record.meta["occlusion_masks"])
     assert masks.shape == (T, S, S) and masks.dtype == bool
@@ -74,18 +78,103 @@ def test_boxes_are_found_propagated_stored_and_reused(clips, tiny_qwen_path):  #
     (again,) = s([clip_record(clips)])  # stored: the VLM is not asked again
     assert s.logits_processor.calls == asked and again.meta["occluders"] == record.meta["occluders"]
     other = stage(tiny_qwen_path, None)
-    other.cfg.probe_frames = 2
+    other.cfg.probe_every = 2
     assert masks_tag(other.cfg, tiny_qwen_path) != s.tag  # other settings never reuse these masks
 
 
 def test_a_nonsense_answer_twice_rejects_the_clip(clips, tiny_qwen_path):  # noqa: F811
     s = stage(tiny_qwen_path, None)
     occlusion_path(clips / "real.npz", s.tag).unlink(missing_ok=True)
-    s.setup()
+    s.ensure_set_up()
     s.logits_processor = ForceText(s.vlm.processor.tokenizer, "maybe a hand?")
     (record,) = s([clip_record(clips)])
-    assert record.rejected == "occlusion_vlm_malformed" and s.logits_processor.batch_sizes == [3, 3]
+    assert record.rejected == "occlusion_vlm_malformed" and s.logits_processor.batch_sizes == [2, 2]
     assert not occlusion_path(clips / "real.npz", s.tag).exists()
+
+
+def test_the_same_occluder_on_several_probes_is_one_sam2_object(clips, tiny_qwen_path):  # noqa: F811
+    s = stage(tiny_qwen_path, None, probe_every=1)  # probes 0, 1, 2, 3
+    occlusion_path(clips / "real.npz", s.tag).unlink(missing_ok=True)
+    s.ensure_set_up()
+    moved = '[{"bbox_2d": [40, 61, 77, 86], "label": "hand"}]'  # the hand moved a little
+    mic = '[{"bbox_2d": [37, 61, 74, 86], "label": "hand"}, {"bbox_2d": [5, 5, 20, 30], "label": "microphone"}]'
+    s.logits_processor = ForceText(s.vlm.processor.tokenizer, [HAND, moved, mic, "[]"])
+    prompts = []
+    add = s.tracker.predictor.add_new_points_or_box
+
+    def spy(state, frame_idx, obj_id, **kwargs):  # SAM 2 itself runs; we only note its prompts
+        prompts.append((frame_idx, obj_id))
+        return add(state, frame_idx=frame_idx, obj_id=obj_id, **kwargs)
+
+    s.tracker.predictor.add_new_points_or_box = spy
+    (record,) = s([clip_record(clips)])
+    assert not record.rejected
+    assert [(o["label"], sorted(o["boxes"])) for o in record.meta["occluders"]] == [
+        ("hand", ["0", "1", "2"]), ("microphone", ["2"])]
+    assert prompts == [(0, 0), (1, 0), (2, 0), (2, 1)]  # one object id per occluder, prompted on each probe
+    assert load_occlusion(record.meta["occlusion_masks"]).shape == (T, S, S)
+
+
+class ForcedMasks:
+    """SAM 2's output forced, as ForceText forces the VLM's: object o gets masks[o] on every frame."""
+
+    def __init__(self, *masks: np.ndarray):
+        self.masks = masks
+
+    def track_objects(self, frames, objects):
+        assert len(objects) == len(self.masks)
+        return np.stack([np.broadcast_to(m, frames.shape[:3]) for m in self.masks])
+
+
+def big_and_small() -> tuple[np.ndarray, np.ndarray]:
+    big, small = np.zeros((S, S), bool), np.zeros((S, S), bool)
+    big[:, :] = True  # SAM 2 took the whole crop
+    small[150:200, 90:150] = True  # a hand over the mouth: ~5 % of the crop
+    return big, small
+
+
+TWO = '[{"bbox_2d": [37, 61, 74, 86], "label": "hand"}, {"bbox_2d": [0, 0, 100, 100], "label": "scarf"}]'
+
+
+@pytest.mark.parametrize("oversize", ["reject", "discard"])
+def test_an_implausibly_large_mask_is_rejected_or_discarded_with_the_reason(clips, tiny_qwen_path,  # noqa: F811
+                                                                           oversize):
+    s = stage(tiny_qwen_path, None, max_crop_share=0.4, max_face_share=0.8, oversize=oversize)
+    occlusion_path(clips / "real.npz", s.tag).unlink(missing_ok=True)
+    s.ensure_set_up()
+    s.logits_processor = ForceText(s.vlm.processor.tokenizer, TWO)
+    big, small = big_and_small()
+    s.tracker = ForcedMasks(small, big)
+    (record,) = s([clip_record(clips)])
+    hand, scarf = record.meta["occluders"]
+    assert hand["discarded"] is None and 0.04 < hand["crop_share"] < 0.06
+    assert scarf["discarded"] == "occluder_crop_share_above_0.4" and scarf["crop_share"] == 1.0
+    if oversize == "reject":
+        assert record.rejected == "occluder_crop_share_above_0.4" and record.meta["rejected_by"] == "occlusion"
+        assert not occlusion_path(clips / "real.npz", s.tag).exists()
+    else:
+        assert not record.rejected
+        assert np.array_equal(load_occlusion(record.meta["occlusion_masks"]), np.broadcast_to(small, (T, S, S)))
+
+
+def test_a_mask_hiding_most_of_the_face_is_caught_by_the_face_share(clips, tiny_qwen_path):  # noqa: F811
+    s = stage(tiny_qwen_path, None, max_crop_share=1.0, max_face_share=0.8)
+    occlusion_path(clips / "real.npz", s.tag).unlink(missing_ok=True)
+    s.ensure_set_up()
+    s.logits_processor = ForceText(s.vlm.processor.tokenizer, HAND)
+    face = load_clip_face(clips)
+    s.tracker = ForcedMasks(face)  # exactly the face: SAM 2 segmented the face, not the hand
+    (record,) = s([clip_record(clips)])
+    (occluder,) = record.meta["occluders"]
+    assert occluder["face_share"] == 1.0 and occluder["crop_share"] < 1.0
+    assert record.rejected == "occluder_face_share_above_0.8"
+
+
+def load_clip_face(folder) -> np.ndarray:
+    from factory.clips import load_clip
+    from factory.occlusion.objects import face_regions
+
+    return face_regions(load_clip(folder / "real.npz").landmarks[:1], S, S)[0]
 
 
 def test_generate_keeps_stored_occluders_real(clips):

@@ -124,12 +124,18 @@ def test_random_model_output_does_not_crash(vlm):
 
 def test_several_probe_frames_in_one_batch_and_only_malformed_ones_retried(vlm):
     force = ForceText(vlm.processor.tokenizer, ["[]", HAND, "a hand, maybe"], [HAND])
-    found, reason = ground_occluders(vlm, clip(), logits_processor=force, probes=3)
+    found, reason = ground_occluders(vlm, clip(), logits_processor=force, probe_every=2)
     assert reason is None and found == [(2, *HAND_IN_FRAME), (4, *HAND_IN_FRAME)]  # probes 0, 2 and 4
     assert force.batch_sizes == [3, 1]
 
 
-def test_probe_frames_spread_over_the_clip():
+def test_probes_are_at_most_probe_every_frames_apart(vlm):
     from factory.vlm.grounding import probe_indices
 
-    assert probe_indices(77, 1) == [38] and probe_indices(77, 3) == [0, 38, 76] and probe_indices(2, 5) == [0, 1]
+    for frames in (2, 25, 26, 60, 77, 250):
+        probes = probe_indices(frames, 25)
+        assert probes[0] == 0 and probes[-1] == frames - 1 and max(b - a for a, b in zip(probes, probes[1:])) <= 25
+    assert probe_indices(77, 25) == [0, 19, 38, 57, 76] and probe_indices(77, None) == [38]
+    force = ForceText(vlm.processor.tokenizer, "[]")  # a 60-frame clip: 4 probes in one batch
+    assert ground_occluders(vlm, clip(60), logits_processor=force, probe_every=25) == ([], None)
+    assert force.batch_sizes == [4]

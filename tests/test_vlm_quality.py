@@ -4,6 +4,7 @@ Qwen2.5-VL whose output is forced (`ForceText`), so the real prompt/processor/ge
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -74,8 +75,8 @@ def tokenizer(tiny_qwen_path):  # noqa: F811
 
 @pytest.fixture()
 def cfg(tiny_qwen_path) -> VLMQualityConfig:  # noqa: F811
-    return VLMQualityConfig(enabled=True, model_path=tiny_qwen_path, frames=4, max_new_tokens=160,
-                            resources=Resources(num_gpus=0, batch_size=4))
+    return VLMQualityConfig(enabled=True, model_path=tiny_qwen_path, runs=2, run_length=4, max_pixels=56 * 56,
+                            max_new_tokens=160, resources=Resources(num_gpus=0, batch_size=4))
 
 
 def pairs(n: int, frames: int = 8, size: int = 64) -> list[Record]:
@@ -127,6 +128,62 @@ def test_retry_asks_only_the_malformed_records(cfg, tokenizer):
     assert force.batch_sizes == [3, 2]
     assert [r.rejected for r in out] == [None, None, MALFORMED]
     assert out[1].meta["scores"]["vlm_mean"] == 4.5
+
+
+def spy_chat(stage: VLMQualityFilter) -> list[tuple[list, str]]:
+    """Records what the filter shows the model (clips and prompt per record); the model still runs."""
+    stage.ensure_set_up()
+    seen, chat = [], stage.vlm.chat
+
+    def recording(clips, prompts, *args, **kwargs):
+        seen.extend(zip(clips, prompts))
+        return chat(clips, prompts, *args, **kwargs)
+
+    stage.vlm.chat = recording
+    return seen
+
+
+def test_the_prompt_is_a_schema_with_no_example_values(cfg, tokenizer):
+    stage = VLMQualityFilter(cfg, logits_processor=ForceText(tokenizer, "not json", json.dumps(GOOD)))
+    seen = spy_chat(stage)
+    stage(pairs(1))
+    for _, prompt in seen:  # the first question and the retry
+        assert parse_quality(prompt) is None  # a model that copies the prompt gives no score, not 4s
+        assert "{" not in prompt and "}" not in prompt  # no example object to copy
+        assert set(re.findall(r"\d+", prompt)) <= {"1", "5", "2"}  # the scale's ends, the number of videos
+        assert all(aspect in prompt for aspect in ASPECTS) and "integer" in prompt
+
+
+def test_the_model_sees_runs_of_consecutive_frames_cropped_to_the_mouth(cfg, tokenizer):
+    T, S = 40, 128
+    frames = np.zeros((T, S, S, 3), np.uint8)
+    frames[..., 0] = (np.arange(T) * 6)[:, None, None]  # red encodes the frame index
+    mask = np.zeros((S, S), np.uint8)
+    mask[70:110, 40:90] = 1  # the re-rendered region, lower face
+    frames[:, 70:110, 40:90, 1] = 255  # green marks it
+    record = Record(key="p", kind="pair", meta={"fps": 25}, media=PairMedia(syn_frames=frames, mask=mask))
+    stage = VLMQualityFilter(replace(cfg, runs=3, run_length=4, max_pixels=112 * 112),
+                             logits_processor=ForceText(tokenizer, json.dumps(GOOD)))
+    seen = spy_chat(stage)
+    stage([record])
+    (views, prompt), = seen
+    assert len(views) == 3 and "3 short videos" in prompt
+    firsts = []
+    for view in views:
+        assert view.shape == (4, 112, 112, 3)  # enlarged crop (50 x 40 px region + margin)
+        index = view[:, 56, 56, 0].astype(int) // 6
+        assert index.tolist() == list(range(index[0], index[0] + 4))  # consecutive frames
+        firsts.append(int(index[0]))
+        assert view[..., 1].mean() > 0.35 * 255  # the region fills the view (the whole frame: 12 %)
+    assert firsts[0] == 0 and firsts[-1] == T - 4 and firsts == sorted(firsts)  # start to end of the clip
+
+
+def test_without_a_mask_the_view_is_the_canonical_lower_face():
+    from factory.vlm.views import mouth_box, run_starts
+
+    x1, y1, x2, y2 = mouth_box(256, None, 0.05)
+    assert x2 - x1 == y2 - y1 and 0 <= x1 and y2 <= 256 and y1 > 64  # square, inside, below the eyes
+    assert run_starts(77, 4, 8) == [0, 23, 46, 69] and run_starts(8, 4, 8) == [0] and run_starts(20, 4, 8) == [0, 12]
 
 
 def test_random_model_output_does_not_crash(cfg):

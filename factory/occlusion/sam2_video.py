@@ -57,28 +57,36 @@ class OcclusionTracker:
         return self.track_prompts(frames, {frame_index: boxes})
 
     def track_prompts(self, frames: np.ndarray, prompts: dict[int, list[tuple[int, int, int, int]]]) -> np.ndarray:
-        """Like `track`, with boxes on several frames (one object each): forward from the first
-        prompted frame, backward from the last, so every prompt conditions both passes."""
+        """Like `track`, with boxes on several frames, each box its own object: the union."""
+        objects = [{frame: box} for frame, boxes in prompts.items() for box in boxes]
+        return self.track_objects(frames, objects).any(axis=0)
+
+    def track_objects(self, frames: np.ndarray, objects: list[dict[int, tuple[int, int, int, int]]]) -> np.ndarray:
+        """(O, T, H, W) bool, one mask track per object. An object is {frame: box}: one SAM 2 object
+        id prompted on each of its frames, so boxes of one occluder on several probes make one track.
+        Propagation runs forward from the first prompted frame and backward from the last, so every
+        prompt conditions both passes."""
         num_frames, height, width = frames.shape[:3]
-        union = np.zeros((num_frames, height, width), bool)
-        prompts = {k: [b for b in (_clip_box(b, width, height) for b in boxes) if b is not None]
-                   for k, boxes in prompts.items()}
-        prompts = {k: boxes for k, boxes in prompts.items() if boxes}
-        if not prompts:  # nothing occludes the face: no model run at all
-            return union
+        masks = np.zeros((len(objects), num_frames, height, width), bool)
+        prompts = [{f: b for f, b in ((f, _clip_box(b, width, height)) for f, b in obj.items()) if b is not None}
+                   for obj in objects]
+        live = [o for o, boxes in enumerate(prompts) if boxes]  # an object boxed off the frame has no mask
+        if not live:  # nothing occludes the face: no model run at all
+            return masks
+        frames_prompted = sorted({f for o in live for f in prompts[o]})
         with torch.inference_mode(), self._autocast():
             state = self._init_state(frames)
-            obj_id = 0
-            for frame_index, boxes in sorted(prompts.items()):
-                for box in boxes:
-                    self.predictor.add_new_points_or_box(state, frame_idx=frame_index, obj_id=obj_id,
+            for o in live:
+                for frame_index, box in sorted(prompts[o].items()):
+                    self.predictor.add_new_points_or_box(state, frame_idx=frame_index, obj_id=o,
                                                          box=np.asarray(box, np.float32))
-                    obj_id += 1
-            for reverse, start in ((False, min(prompts)), (True, max(prompts))):
-                for idx, _, logits in self.predictor.propagate_in_video(
+            for reverse, start in ((False, frames_prompted[0]), (True, frames_prompted[-1])):
+                for idx, obj_ids, logits in self.predictor.propagate_in_video(
                         state, start_frame_idx=start, reverse=reverse):
-                    union[idx] |= (logits > 0.0).any(dim=0)[0].cpu().numpy()
-        return union
+                    hits = (logits[:, 0] > 0.0).cpu().numpy()
+                    for row, obj_id in enumerate(obj_ids):
+                        masks[obj_id, idx] |= hits[row]
+        return masks
 
     def _autocast(self):
         if self.device.type == "cuda":  # bf16 as in sam2's own video demo; CPU autocast is slower here

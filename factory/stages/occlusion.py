@@ -1,7 +1,8 @@
 """Occlusion masks, before generation (X-Dub): the VLM says whether anything is in front of the
-face and boxes it on a few frames of the clip (`occlusion.probe_frames`, spread evenly, asked in
-one batch: an occluder that comes and goes is still seen), SAM 2 propagates the boxes' masks
-through the clip, and the masks are stored
+face and boxes it on probe frames at most `occlusion.probe_every` frames apart (asked in one batch:
+a hand passing in front of the mouth for a second is seen), boxes of the same occluder on several
+probes become one object (label + overlap), SAM 2 propagates each object's mask through the clip,
+an implausibly large mask is discarded or rejects the clip (`oversize`), and the masks are stored
 beside the clip. The generate stage then re-renders only `M_face and not M_occ`, so a hand or a
 microphone in front of the mouth is kept, not painted over.
 
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from factory.clips import load_clip, occlusion_path, save_occlusion
-from factory.config import digest, to_dict
+from factory.config import ConfigError, digest, to_dict
 from factory.devices import free_accelerator_memory
+from factory.occlusion.objects import area_shares, face_regions, group_occluders, oversize_reason
 from factory.records import Record
 from factory.stage import Resources, Stage
 
@@ -34,7 +36,11 @@ class OcclusionConfig:
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"  # a config inside the sam2 package
     sam2_checkpoint: str | None = None  # local SAM 2 checkpoint (.pt), e.g. sam2.1_hiera_tiny.pt
     image_size: int = 512  # SAM 2 input resolution (1024 in the released models)
-    probe_frames: int = 3  # frames of each clip the VLM is asked about (first, middle, last)
+    probe_every: int = 25  # frames between probes at most (25: every second at 25 fps), first and last included
+    match_iou: float = 0.3  # a box on a later probe continues an occluder of the same label above this IoU
+    max_crop_share: float = 0.4  # an occluder mask above this share of the crop (any frame) is implausible
+    max_face_share: float = 0.8  # ... or above this share of the face (landmark hull)
+    oversize: str = "reject"  # an implausible mask: "reject" the clip, or "discard" that occluder
     resources: Resources = field(default_factory=lambda: Resources(num_gpus=1.0))
 
 
@@ -51,6 +57,8 @@ class OcclusionStage(Stage):
     def __init__(self, cfg: OcclusionConfig, vlm_path: str | None, vlm_key: str, max_pixels: int,
                  allow_random_weights: bool = False, logits_processor=None):
         super().__init__(cfg.resources)
+        if cfg.oversize not in ("reject", "discard"):
+            raise ConfigError(f"occlusion.oversize must be 'reject' or 'discard', got {cfg.oversize!r}")
         self.cfg, self.vlm_path, self.vlm_key, self.max_pixels = cfg, vlm_path, vlm_key, max_pixels
         self.tag = masks_tag(cfg, vlm_path)
         self.allow_random_weights = allow_random_weights  # tests: SAM 2 without a checkpoint
@@ -81,16 +89,28 @@ class OcclusionStage(Stage):
             with np.load(stored) as z:
                 record.meta["occluders"] = json.loads(str(z["occluders"]))
             return record
-        frames = load_clip(path).frames
+        clip = load_clip(path)
+        frames = clip.frames
         found, reason = ground_occluders(self.vlm, frames, logits_processor=self.logits_processor,
-                                         probes=self.cfg.probe_frames)
+                                         probe_every=self.cfg.probe_every)
         if reason:
             return record.reject(reason, self.name)
-        prompts: dict[int, list] = {}
-        for frame, _, box in found:
-            prompts.setdefault(frame, []).append(box)
-        masks = self.tracker.track_prompts(frames, prompts)
-        occluders = [{"frame": frame, "label": label, "box": [int(v) for v in box]} for frame, label, box in found]
-        save_occlusion(stored, masks, json.dumps(occluders))
+        objects = group_occluders(found, self.cfg.match_iou)
+        tracks = self.tracker.track_objects(frames, [obj.boxes for obj in objects])
+        face = face_regions(clip.landmarks, *frames.shape[1:3]) if objects else None
+        masks = np.zeros(frames.shape[:3], bool)
+        occluders = []
+        for obj, track in zip(objects, tracks):
+            crop_share, face_share = area_shares(track, face)
+            oversize = oversize_reason(crop_share, face_share, self.cfg.max_crop_share, self.cfg.max_face_share)
+            occluders.append({"label": obj.label, "boxes": {str(f): [int(v) for v in b] for f, b in obj.boxes.items()},
+                              "crop_share": round(crop_share, 4), "face_share": round(face_share, 4),
+                              "discarded": oversize})
+            if oversize is None:
+                masks |= track
         record.meta["occluders"] = occluders
+        rejected = [o["discarded"] for o in occluders if o["discarded"]]
+        if rejected and self.cfg.oversize == "reject":  # a mask nobody can trust: neither keep nor paint over
+            return record.reject(rejected[0], self.name)
+        save_occlusion(stored, masks, json.dumps(occluders))
         return record

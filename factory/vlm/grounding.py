@@ -91,20 +91,23 @@ def parse_boxes(text: str, resized_hw: tuple[int, int], original_hw: tuple[int, 
     return None
 
 
-def probe_indices(num_frames: int, probes: int) -> list[int]:
-    """Frames to ask about, spread evenly (1 probe: the middle frame)."""
-    if probes <= 1:
+def probe_indices(num_frames: int, every: int | None) -> list[int]:
+    """Frames to ask about: the first, the last, and evenly between them, never more than `every`
+    frames apart (an occluder in view for that long is seen on a probe); None: the middle frame."""
+    if every is None or num_frames <= 1:
         return [num_frames // 2]
-    return evenly_spaced(num_frames, probes).tolist()
+    if every < 1:
+        raise ValueError(f"probes must be at least 1 frame apart, got {every}")
+    return evenly_spaced(num_frames, math.ceil((num_frames - 1) / every) + 1).tolist()
 
 
 def ground_occluders(vlm: QwenVL, frames: np.ndarray, logits_processor=None,
                      max_new_tokens: int = GROUNDING_MAX_NEW_TOKENS,
-                     probes: int = 1) -> tuple[list[tuple[int, str, Box]], str | None]:
-    """Occluder boxes as (frame index, label, box) on `probes` frames of the clip, asked in one
-    batch, and a rejection reason when the model answered nonsense twice for any probed frame
+                     probe_every: int | None = None) -> tuple[list[tuple[int, str, Box]], str | None]:
+    """Occluder boxes as (frame index, label, box) on probe frames at most `probe_every` apart
+    (None: the middle frame only), asked in one batch, and a rejection reason when the model answered nonsense twice for any probed frame
     (an occluder on an unchecked frame could be painted over)."""
-    indices = probe_indices(len(frames), probes)
+    indices = probe_indices(len(frames), probe_every)
     found: dict[int, list[tuple[str, Box]]] = {}
     prompts = [GROUNDING_PROMPT, GROUNDING_PROMPT + RETRY_HINT]  # greedy: the retry must change the input
     for attempt, prompt in enumerate(prompts):

@@ -42,10 +42,11 @@ class QwenVL:
         return smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=self.min_pixels,
                             max_pixels=self.max_pixels)
 
-    def chat(self, clips: list[np.ndarray], prompts: list[str], max_new_tokens: int,
+    def chat(self, clips: list[np.ndarray | list[np.ndarray]], prompts: list[str], max_new_tokens: int,
              logits_processor=None, fps: float | list[float] = 2.0) -> list[str]:
         """One greedy answer per (clip, prompt). A clip is (T, H, W, 3) uint8 RGB: T == 1 is shown
-        as an image, T > 1 as a video of `fps` frames per second (one rate, or one per clip)."""
+        as an image, T > 1 as a video of `fps` frames per second (one rate, or one per clip). A list
+        of clips puts several images/videos, in order, before that prompt."""
         import torch
         from qwen_vl_utils import process_vision_info
         from transformers import LogitsProcessorList
@@ -53,7 +54,8 @@ class QwenVL:
         if len(clips) != len(prompts):
             raise ValueError(f"{len(clips)} clips but {len(prompts)} prompts")
         rates = [fps] * len(clips) if isinstance(fps, (int, float)) else list(fps)
-        conversations = [[{"role": "user", "content": [self._vision(clip, rate), {"type": "text", "text": prompt}]}]
+        conversations = [[{"role": "user", "content": [*(self._vision(c, rate) for c in _as_list(clip)),
+                                                        {"type": "text", "text": prompt}]}]
                          for clip, prompt, rate in zip(clips, prompts, rates)]
         texts = self.processor.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
         images, videos, video_kwargs = process_vision_info(conversations, return_video_kwargs=True,
@@ -83,3 +85,7 @@ class QwenVL:
         if len(clip) == 1:
             return {"type": "image", "image": Image.fromarray(clip[0]), **bounds}
         return {"type": "video", "video": [Image.fromarray(f) for f in clip], "sample_fps": fps, **bounds}
+
+
+def _as_list(clip: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+    return list(clip) if isinstance(clip, (list, tuple)) else [clip]
