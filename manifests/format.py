@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.files import atomic_write, file_digest
+from manifests.sample import SAMPLE_FORMAT
 
 KIND = "wids-shard-index-v1"
 
@@ -19,12 +20,13 @@ def shard_entry(path: Path, nsamples: int, root: Path) -> dict[str, Any]:
 
 def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict,
                    rejected: list[dict[str, Any]] = (), sources: list[dict[str, Any]] = (),
-                   table: str = "samples.parquet") -> None:
+                   table: str = "samples.parquet", sample_format: int = SAMPLE_FORMAT) -> None:
     """`shardlist` is what training reads (wids reads only that); `rejected_shardlist` holds pairs
     that failed a threshold, `source_shardlist` (after a refilter) the run's original kept shards;
-    `table` the per-sample table that goes with these shards."""
+    `table` the per-sample table that goes with these shards; `sample_format` how a sample is
+    stored (manifests.sample; absent in older manifests: 1, a whole syn.mp4)."""
     by_url = lambda s: s["url"]  # noqa: E731
-    manifest = {"__kind__": KIND, "wids_version": 1, "name": path.parent.name,
+    manifest = {"__kind__": KIND, "wids_version": 1, "name": path.parent.name, "sample_format": sample_format,
                 "shardlist": sorted(shards, key=by_url), "rejected_shardlist": sorted(rejected, key=by_url),
                 "table": table, "config": config, "stats": stats}
     if sources:

@@ -1,4 +1,12 @@
-"""Readers for training jobs: a manifest in, decoded (synthetic, real) pairs out."""
+"""Readers for training jobs: a manifest in, decoded (synthetic, real) pairs out.
+
+A decoded sample (format 2, see manifests.sample and the README's "Sample contents"):
+`syn`, `real` (T,S,S,3) uint8, equal wherever `alpha` == 0; `alpha` (T,S,S) uint8; `motion`
+(m,S,S,3) real crops before the clip (m = 0: none); `speech` (T,) bool; `real_audio` (what the
+real lips say), `alt_audio` (what the synthetic lips say); `real_landmarks`, `syn_landmarks`
+(T,478,2, no NaN) with `*_landmarks_valid` (T,) bool; `transforms`, `mask`, `meta`.
+Format-1 samples (whole syn.mp4, no alpha) decode as before.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import soundfile as sf
 import webdataset as wds
 
 from manifests.format import read_manifest
+from manifests.sample import read_alpha, rebuild_syn
 
 
 def shard_urls(manifest_path: str | Path) -> list[str]:
@@ -23,16 +32,21 @@ def shard_urls(manifest_path: str | Path) -> list[str]:
 def _decode_mp4(data: bytes) -> np.ndarray:
     import av
 
+    from factory.media.video import frame_to_rgb  # the file's own colour tags (BT.709 limited)
+
     with av.open(io.BytesIO(data)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        return np.stack([frame_to_rgb(f) for f in container.decode(video=0)])
 
 
 def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """One raw webdataset sample (member name -> bytes) to arrays; usable as `WebDataset.map`."""
     out: dict[str, Any] = {"key": sample["__key__"]}
     for name, data in sample.items():
         if name.startswith("__"):
             continue
-        if name.endswith(".mp4"):
+        if name == "alpha.npz":
+            out["alpha"] = read_alpha(data)
+        elif name.endswith(".mp4"):
             out[name[:-4]] = _decode_mp4(data)
         elif name.endswith(".wav"):
             out[name[:-4] + "_audio"] = sf.read(io.BytesIO(data), dtype="int16")[0]
@@ -44,11 +58,17 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
             import cv2
 
             out[name[:-4]] = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if "syn_region" in out:  # format 2: syn is decoded real outside the alpha, the region inside
+        region = out.pop("syn_region")
+        out["syn"] = rebuild_syn(out["real"], region, out["alpha"], out["meta"]["storage"]["syn_box"])
+        out.setdefault("motion", out["real"][:0])  # no contiguous clip before this one
+        if "speech" in out:
+            out["speech"] = out["speech"].astype(bool)
     return out
 
 
 def iter_pairs(manifest_path: str | Path, decode: bool = True, split: str | None = None) -> Iterator[dict[str, Any]]:
-    """Samples of every shard in the manifest: `syn`/`real` (T,H,W,3) uint8, audio, landmarks, meta.
+    """Samples of every shard in the manifest, decoded (see the module's docstring).
     `split="train"` or `"heldout"` keeps that side of `pair.heldout_share` (speakers never cross)."""
     urls = shard_urls(manifest_path)
     if not urls:  # every pair was filtered out: an empty training set, not an error

@@ -2,7 +2,8 @@
 
 Every listed shard (training, rejected and, after a refilter, source shards) must exist with the
 manifest's size, md5 and sample count, read cleanly with webdataset and hold only safe member
-names; no key may appear twice in the training shards; their keys and the table's kept keys must
+names and, from sample format 2 on, every member a sample needs (manifests.sample); no key may
+appear twice in the training shards; their keys and the table's kept keys must
 be the same set; nothing half-written or unlisted may be left behind.
 """
 
@@ -16,22 +17,29 @@ import webdataset as wds
 
 from factory.files import file_digest
 from manifests.format import read_manifest
+from manifests.sample import REQUIRED_MEMBERS, SAMPLE_FORMAT
 from manifests.table import read_table
 from manifests.writer import PARTIAL, safe_member
 
 
-def _shard_keys(path: Path) -> tuple[list[str], list[str]]:
-    """Sample keys as webdataset reads them, and any problems with the tar's member names."""
+def _shard_keys(path: Path, required: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """Sample keys as webdataset reads them, and any problems with the tar's member names or a
+    sample's missing members."""
     problems = []
     with tarfile.open(path) as tar:
         for member in tar.getmembers():
             if not safe_member(member.name) or not member.isfile():
                 problems.append(f"{path.name}: unsafe member {member.name!r}")
-    keys = [s["__key__"] for s in wds.WebDataset(str(path), shardshuffle=False, empty_check=False)]
+    keys = []
+    for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+        keys.append(sample["__key__"])
+        missing = sorted(required - set(sample))
+        if missing:
+            problems.append(f"{path.name}: sample {sample['__key__']!r} lacks {', '.join(missing)}")
     return keys, problems
 
 
-def _check_shard(out: Path, entry: dict) -> tuple[list[str], list[str]]:
+def _check_shard(out: Path, entry: dict, required: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """(keys, problems) of one listed shard."""
     path = out / entry["url"]
     if not path.is_file():
@@ -42,7 +50,7 @@ def _check_shard(out: Path, entry: dict) -> tuple[list[str], list[str]]:
     if file_digest(path, "md5") != entry["md5sum"]:
         problems.append(f"{entry['url']}: md5 differs from the manifest")
     try:
-        keys, member_problems = _shard_keys(path)
+        keys, member_problems = _shard_keys(path, required)
     except Exception as exc:  # any read failure is the finding, not a crash of verify
         return [], problems + [f"{entry['url']}: unreadable ({type(exc).__name__}: {exc})"]
     problems += member_problems
@@ -72,12 +80,13 @@ def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
         manifest = read_manifest(out / "manifest.json")
     except (OSError, ValueError) as exc:
         return [f"manifest unreadable: {exc}"], {}
+    required = REQUIRED_MEMBERS if manifest.get("sample_format", 1) >= SAMPLE_FORMAT else frozenset()
     keys: Counter = Counter()  # the training set: shardlist only
     listed = set()
     for field in ("shardlist", "rejected_shardlist", "source_shardlist"):
         for entry in manifest.get(field, []):
             listed.add((out / entry["url"]).resolve())
-            shard_keys, shard_problems = _check_shard(out, entry)
+            shard_keys, shard_problems = _check_shard(out, entry, required)
             problems += shard_problems
             if field == "shardlist":
                 keys.update(shard_keys)

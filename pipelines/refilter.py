@@ -136,7 +136,8 @@ def refilter(out: str | Path, overrides: list[str]) -> dict[str, Any]:
     fault_point("refilter_manifest")
     # the manifest is the commit point: it names the view's shards and the view's table
     write_manifest(out / "manifest.json", view_shards, cfg.to_dict(), summary, run_rejected, run_kept,
-                   table=(view / TABLE).relative_to(out).as_posix())
+                   table=(view / TABLE).relative_to(out).as_posix(),
+                   sample_format=read_manifest(out / "manifest.json").get("sample_format", 1))  # bytes as they were
     fault_point("refilter_committed")
     with atomic_path(out / TABLE) as tmp:  # the usual place, for people and scripts
         shutil.copyfile(view / TABLE, tmp)

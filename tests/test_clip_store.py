@@ -13,6 +13,7 @@ import webdataset as wds
 from factory.cli import main
 from factory.clip_store import ClipStore
 from factory.config import ConfigError
+from manifests.sample import REQUIRED_MEMBERS
 from manifests.table import read_table
 from manifests.verify import verify
 from pipelines.pseudo_pairs import claim_output
@@ -96,7 +97,7 @@ def test_each_filter_and_the_augmentation_can_be_switched_off(store, tmp_path, o
     kept = [r for r in rows if r["kind"] == "pair" and r["fate"] == "kept"]
     assert kept and not any(str(r["reason"]).startswith("encode_error") for r in rows)
     files = sample_files(tmp_path / "o")
-    assert all({"real_landmarks.npy", "syn_landmarks.npy", "real.mp4", "syn.mp4"} <= f for f in files.values())
+    assert all(REQUIRED_MEMBERS <= f for f in files.values())
     scores = {k[len("score_"):] for r in kept for k, v in r.items() if k.startswith("score_") and v is not None}
     assert "syn_face_ratio" in scores or "mouth_distance" in off
     if "mouth_distance" in off:

@@ -14,17 +14,18 @@ from av.video.reformatter import ColorRange, Colorspace
 _AVCOL_BT709, _AVCOL_RANGE_MPEG = 1, 1
 
 
-def mp4_bytes(frames: np.ndarray, fps: int = 25, crf: int = 18) -> bytes:
-    """(T, H, W, 3) uint8 RGB -> H.264 MP4. yuv444p avoids chroma loss at the lips' edges."""
+def mp4_bytes(frames: np.ndarray, fps: int = 25, crf: int = 18, pix_fmt: str = "yuv444p") -> bytes:
+    """(T, H, W, 3) uint8 RGB -> H.264 MP4. yuv444p avoids chroma loss; yuv420p (even sizes only)
+    is what hardware decoders (NVDEC, phones) take: the shards use it."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv444p"
+        stream.pix_fmt = pix_fmt
         stream.options = {"crf": str(crf), "preset": "medium"}
         tag_bt709(stream.codec_context)
         for rgb in frames:
-            for packet in stream.encode(_bt709_yuv444(rgb)):
+            for packet in stream.encode(_bt709_yuv(rgb, pix_fmt)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -36,10 +37,10 @@ def tag_bt709(codec_context) -> None:
     codec_context.color_range = _AVCOL_RANGE_MPEG
 
 
-def _bt709_yuv444(rgb: np.ndarray) -> av.VideoFrame:
-    """RGB -> limited-range BT.709 yuv444p (swscale's own default would be BT.601)."""
+def _bt709_yuv(rgb: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    """RGB -> limited-range BT.709 YUV (swscale's own default would be BT.601)."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    yuv = frame.reformat(format="yuv444p", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709,
+    yuv = frame.reformat(format=pix_fmt, src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709,
                          src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG)
     yuv.colorspace, yuv.color_range = _AVCOL_BT709, _AVCOL_RANGE_MPEG
     yuv.color_primaries = yuv.color_trc = _AVCOL_BT709

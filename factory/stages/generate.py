@@ -22,6 +22,9 @@ from factory.records import Record
 from factory.stage import Resources, Stage
 
 
+MOTION_FRAMES = 5  # real frames before a clip stored with each sample (X-Dub's m)
+
+
 @dataclass
 class GenerateConfig:
     generator: str = "transplant"  # a registered name (entry point group `factory.generators`)
@@ -47,7 +50,7 @@ def build_generator(cfg: GenerateConfig) -> Generator:
 class GenerateStage(Stage):
     name = "generate"
     provides = ("real_frames", "syn_frames", "real_audio", "alt_audio", "clip_landmarks", "transforms",
-                "mask", "occlusion", "alpha")
+                "mask", "occlusion", "alpha", "motion_frames", "speech")
 
     def __init__(self, cfg: GenerateConfig, seed: int = 0):
         super().__init__(cfg.resources)
@@ -87,19 +90,23 @@ class GenerateStage(Stage):
         alt_occ_path = occ_path and sibling_occlusion(occ_path, record.meta["clip_path"], record.meta["alt_clip_path"])
         alt_occlusion = load_occlusion(alt_occ_path)[:n] if alt_occ_path and alt_occ_path.exists() else None
         refs, motion = self.generator.reference_frames, self.generator.motion_frames
-        before = record.meta.get("motion_clip_path") if motion else None
+        before_path = record.meta.get("motion_clip_path")  # set by pairing when the clip before is contiguous
+        before = load_clip(before_path).frames if before_path else None
         inp = GenerationInput(
             key=record.key, real_frames=real.frames[:n], real_landmarks=real_lms, real_audio=real.audio,
             alt_frames=alt.frames[:n], alt_landmarks=alt_lms, alt_audio=alt.audio,
             masks=np.broadcast_to(mask, (n, size, size)), occlusion=occlusion, alt_occlusion=alt_occlusion,
             alt_registration=registration,
             reference_frames=real.frames[evenly_spaced(n, refs)] if refs else None,
-            motion_frames=load_clip(before).frames[-motion:] if before else None,
+            motion_frames=before[-motion:] if before is not None and motion else None,
             fps=record.meta.get("fps", 25), sample_rate=record.meta.get("sample_rate", 16000),
             seed=zlib.crc32(record.key.encode()) ^ self.seed)
         media = PairMedia(real_frames=real.frames[:n], real_audio=real.audio, alt_audio=alt.audio,
                           clip_landmarks=real_lms, transforms=real.transforms[:n], mask=mask,
-                          occlusion=occlusion)
+                          occlusion=occlusion,
+                          # for the samples whatever the generator uses: X-Dub's m = 5 motion frames
+                          motion_frames=before[-MOTION_FRAMES:] if before is not None else None,
+                          speech=np.asarray(record.meta["speech"][:n], bool) if "speech" in record.meta else None)
         return inp, media, alpha
 
     def finish(self, record: Record, inp: GenerationInput, media: PairMedia, alpha: np.ndarray,

@@ -218,6 +218,10 @@ class IngestStage(Stage):
         piece = audio.samples[a0:a1]
         clip_audio[: len(piece)] = piece
         speech_ratio = float(speech[a0:a1].mean()) if a0 < len(speech) else 0.0
+        heard = np.zeros(a1 - a0, bool)
+        heard[: len(speech[a0:a1])] = speech[a0:a1]
+        # per frame: speech in at least half its audio (trainers weight or skip silent frames)
+        speech_frames = (heard.reshape(cfg.clip_frames, per_frame).mean(axis=1) >= 0.5).astype(int).tolist()
         key = f"{video.key}_c{index:04d}"
         gap = landmarks[:, INNER_LIP_GAP[1]] - landmarks[:, INNER_LIP_GAP[0]]
         meta = {
@@ -229,6 +233,7 @@ class IngestStage(Stage):
             "fps": cfg.fps,
             "sample_rate": cfg.sample_rate,
             "speech_ratio": round(speech_ratio, 4),
+            "speech": speech_frames,
             "mouth_open": np.round(np.linalg.norm(gap, axis=1), 2).tolist(),
             "outside_frame": np.round(outside, 3).tolist(),  # per frame: crop share beyond the frame
         }

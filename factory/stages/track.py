@@ -33,6 +33,20 @@ def track(frames: np.ndarray) -> np.ndarray:
     return out
 
 
+def clean_landmarks(tracked: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(landmarks without NaN, per-frame validity): frames where the detector lost the face are
+    linearly interpolated between the nearest tracked frames (held at the ends); a clip tracked
+    nowhere takes `fallback` (ingest's landmarks). Trainers get usable points on every frame and
+    the flag says which were seen. The filters keep the NaN version: a lost frame is no evidence."""
+    valid = ~np.isnan(tracked).any(axis=(1, 2))
+    if not valid.any():
+        return np.asarray(fallback, np.float32).copy(), valid
+    t, seen = np.arange(len(tracked)), np.flatnonzero(valid)
+    flat = tracked.reshape(len(tracked), -1)
+    out = np.stack([np.interp(t, seen, flat[seen, j]) for j in range(flat.shape[1])], axis=1)
+    return out.reshape(tracked.shape).astype(np.float32), valid
+
+
 class TrackStage(Stage):
     name = "track"
     requires = ("real_frames", "syn_frames")
