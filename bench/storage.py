@@ -47,8 +47,12 @@ def make_pairs(store: Path, n: int) -> list[Record]:
     for path in sorted(store.rglob("clips/*.npz")):
         if ".occlusion-" not in path.name:
             by_video[path.stem.rsplit("_c", 1)[0]].append(path)
-    records = [Record(a.stem, "pair", meta={"clip_path": str(a), "alt_clip_path": str(b)})
-               for clips in by_video.values() for a, b in zip(clips, clips[1:] + clips[:1]) if a != b][:n]
+    records = []
+    for clips in by_video.values():  # the alternative: the next clip; motion frames: the one before
+        for i, (a, b) in enumerate(zip(clips, clips[1:] + clips[:1])):
+            meta = {"clip_path": str(a), "alt_clip_path": str(b)} | ({"motion_clip_path": str(clips[i - 1])} if i else {})
+            records += [Record(a.stem, "pair", meta=meta)] if a != b else []
+    records = records[:n]
     stage = GenerateStage(GenerateConfig(settings={"colour_match": True}))
     stage.setup()
     out = stage.process(records)
@@ -112,6 +116,11 @@ def main() -> None:
     measure("2, hard switch (ramp 1)", pairs, new, lambda f, b: decode2(f, b, ramp=1), 1)
     print(f"format 2 / format 1: bytes {size2 / size1:.2f}x, decode frames/s {fps2 / fps1:.2f}x "
           "(bg: |syn - real| where alpha == 0; errors in levels against the in-memory frames)")
+    whole = np.mean([sum(map(len, files.values())) for files, _ in new]) / 1024
+    motion = [len(files["motion.mp4"]) / 1024 for files, _ in new if "motion.mp4" in files]
+    landmarks = np.mean([len(files["real_landmarks.npy"]) * 2 for files, _ in new]) / 1024
+    print(f"format 2 whole sample: {whole:.1f} KiB (of which both sides' float32 landmarks {landmarks:.1f} KiB, "
+          f"as in format 1; motion.mp4, new: {np.mean(motion) if motion else 0:.1f} KiB, in {len(motion)} of {len(new)})")
 
 
 if __name__ == "__main__":

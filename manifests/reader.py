@@ -62,8 +62,6 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
         region = out.pop("syn_region")
         out["syn"] = rebuild_syn(out["real"], region, out["alpha"], out["meta"]["storage"]["syn_box"])
         out.setdefault("motion", out["real"][:0])  # no contiguous clip before this one
-        if "speech" in out:
-            out["speech"] = out["speech"].astype(bool)
     return out
 
 

@@ -198,3 +198,14 @@ def test_generate_hands_the_motion_frames_and_speech_to_the_sample(tmp_path):
     assert np.array_equal(with_motion.media.motion_frames, load_clip(before).frames[-5:])
     assert with_motion.media.speech.tolist() == [bool(s) for s in speech]
     assert alone.media.motion_frames is None and alone.media.speech is None
+
+
+def test_format_1_samples_still_decode():
+    """Shards written before format 2 (whole syn.mp4, no alpha) read as they did."""
+    from factory.media.encode import mp4_bytes
+
+    media = in_memory_pair()
+    sample = {"__key__": "k", "real.mp4": mp4_bytes(media.real_frames), "syn.mp4": mp4_bytes(media.syn_frames),
+              "meta.json": b'{"key": "k"}'}
+    pair = decode_sample(sample)
+    assert pair["syn"].shape == pair["real"].shape == (T, S, S, 3) and "alpha" not in pair
