@@ -29,7 +29,8 @@ def output(tmp_path):
         sink.write(sample(f"s{i}"))
     sink.reject(Record("r0", "clip", meta={}).reject("no_speech", "ingest"))
     sink.close()
-    write_manifest(out / "manifest.json", list(sink.shards.values()), {}, {"pairs_written": 5})
+    # toy samples, not pairs: format 1 asks for no particular members
+    write_manifest(out / "manifest.json", list(sink.shards.values()), {}, {"pairs_written": 5}, sample_format=1)
     write_table(out / "samples.parquet", list(sink.ledger.entries.values()))
     return out
 
