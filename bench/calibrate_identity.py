@@ -100,7 +100,7 @@ def main() -> None:
         subprocess.run([str(ROOT / ".venv" / "bin" / "factory"), "run", str(ROOT / "configs" / "demo.yaml"),
                         f"out={run}", "executor.kind=local", "augment.share=0", "-q"], check=True)
     pair_csim, real_by_speaker = [], {}
-    for sample in iter_pairs(run / "manifest.json"):
+    for sample in iter_pairs(run / "manifest.json", augment=False):
         idx = evenly_spaced(len(sample["real"]), 8)
         real, syn = embedder.embed(sample["real"][idx]), embedder.embed(sample["syn"][idx])
         pair_csim.append(csim(real, syn))

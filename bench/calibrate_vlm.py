@@ -146,7 +146,7 @@ def pairs_from_run(run: Path, limit: int) -> list[Pair]:
     from manifests.reader import iter_pairs
 
     pairs = []
-    for sample in itertools.islice(iter_pairs(run / "manifest.json"), limit):
+    for sample in itertools.islice(iter_pairs(run / "manifest.json", augment=False), limit):
         mask = sample.get("mask")
         pairs.append((sample["syn"], None if mask is None else np.asarray(mask) > 0))
     return pairs

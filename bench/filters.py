@@ -33,7 +33,7 @@ from manifests.reader import iter_pairs  # noqa: E402
 
 def load_pairs(run: Path, n: int) -> list[Record]:
     records = []
-    for sample in iter_pairs(run / "manifest.json"):
+    for sample in iter_pairs(run / "manifest.json", augment=False):
         media = PairMedia(real_frames=sample["real"], syn_frames=sample["syn"], real_tracked=sample["real_landmarks"],
                           syn_tracked=sample["syn_landmarks"], mask=sample["mask"] // 255)
         records.append(Record(sample["key"], "pair", media=media, meta={"fps": 25}))

@@ -65,9 +65,29 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def iter_pairs(manifest_path: str | Path, decode: bool = True, split: str | None = None) -> Iterator[dict[str, Any]]:
+def with_augmentation(sample: dict[str, Any]) -> dict[str, Any]:
+    """The decoded sample with its recorded augmentation (meta["augment"], drawn by the factory
+    for a share of pairs) applied identically to `syn` and `real`; the clean frames stay as
+    `clean_syn` / `clean_real`, and an occlusion's own mask as `augment_mask`."""
+    recorded = sample.get("meta", {}).get("augment")
+    if not recorded:
+        return sample
+    from augment.replay import apply_augmentation, occluder_masks
+
+    out = dict(sample, clean_real=sample["real"], clean_syn=sample["syn"])
+    out["real"], out["syn"] = apply_augmentation(sample["real"], sample["syn"], recorded)
+    masks = occluder_masks(recorded)
+    if masks is not None:
+        out["augment_mask"] = masks
+    return out
+
+
+def iter_pairs(manifest_path: str | Path, decode: bool = True, split: str | None = None,
+               augment: bool = True) -> Iterator[dict[str, Any]]:
     """Samples of every shard in the manifest, decoded (see the module's docstring).
-    `split="train"` or `"heldout"` keeps that side of `pair.heldout_share` (speakers never cross)."""
+    `split="train"` or `"heldout"` keeps that side of `pair.heldout_share` (speakers never cross).
+    `augment` applies each pair's recorded augmentation (with_augmentation); the shards hold
+    every pair clean, so `augment=False` reads them as made."""
     urls = shard_urls(manifest_path)
     if not urls:  # every pair was filtered out: an empty training set, not an error
         return
@@ -75,4 +95,8 @@ def iter_pairs(manifest_path: str | Path, decode: bool = True, split: str | None
     for sample in dataset:
         if split is not None and json.loads(sample["meta.json"]).get("split", "train") != split:
             continue
-        yield decode_sample(sample) if decode else sample
+        if not decode:
+            yield sample
+        else:
+            decoded = decode_sample(sample)
+            yield with_augmentation(decoded) if augment else decoded

@@ -119,7 +119,7 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def run_pairs(finished_run):
-    return list(iter_pairs(finished_run / "manifest.json"))
+    return list(iter_pairs(finished_run / "manifest.json", augment=False))  # as stored
 
 
 def test_a_finished_run_reads_back_exact_and_complete(finished_run, run_pairs):
@@ -207,3 +207,25 @@ def test_format_1_samples_still_decode():
               "meta.json": b'{"key": "k"}'}
     pair = decode_sample(sample)
     assert pair["syn"].shape == pair["real"].shape == (T, S, S, 3) and "alpha" not in pair
+
+
+def test_the_reader_applies_the_recorded_augmentation_and_keeps_the_clean_pair(run_pairs):
+    """The shards hold every pair clean; the reader replays meta["augment"] on both sides."""
+    from augment.stage import AugmentConfig, AugmentStage
+    from factory.records import Record
+    from manifests.reader import with_augmentation
+
+    clean = run_pairs[0]
+    media = PairMedia(real_frames=clean["real"], clip_landmarks=clean["real_landmarks"])
+    for kind in ("relight", "occlusion"):
+        stage = AugmentStage(AugmentConfig(share=1.0, occlusion=kind == "occlusion", relight=kind == "relight"), seed=3)
+        (record,) = stage([Record(clean["key"], "pair", meta={}, media=media)])
+        sample = dict(clean, meta=dict(clean["meta"], augment=record.meta["augment"]))
+        out = with_augmentation(sample)
+        assert out["clean_real"] is clean["real"] and out["clean_syn"] is clean["syn"]
+        changed = np.any(out["real"] != clean["real"], axis=-1)
+        assert changed.mean() > 0.01  # the augmentation shows
+        same_input = np.all(clean["real"] == clean["syn"], axis=-1)  # outside the edit
+        assert np.array_equal(out["real"][same_input], out["syn"][same_input])  # applied identically
+        assert ("augment_mask" in out) == (kind == "occlusion")
+    assert with_augmentation(clean) is clean  # a pair not drawn for augmentation is read as stored
