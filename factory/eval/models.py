@@ -57,8 +57,12 @@ def load_lpips(net: str, backbone_path: str | None, device: str = "cpu"):
 def load_torchscript(path: str | None, key: str, what: str, device: str = "cpu"):
     import torch
 
+    import warnings
+
     p = require_file(path, key, what)
-    return torch.jit.load(str(p), map_location=device).eval()
+    with warnings.catch_warnings():  # torch deprecates TorchScript, but the FID/FVD weights are in it
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(p), map_location=device).eval()
 
 
 def load_embedder(backend: str, arcface_path: str | None, device: str = "cpu"):

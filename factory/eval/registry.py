@@ -16,7 +16,7 @@ import numpy as np
 from factory.eval.inputs import EvalItem
 from factory.eval.models import (MissingWeights, load_embedder, load_lpips, load_sync,
                                  load_torchscript)
-from factory.eval.settings import EvalConfig
+from factory.eval.settings import FID_KWARGS, FVD_KWARGS, EvalConfig
 from factory.metrics.frames import evenly_spaced
 
 
@@ -162,7 +162,7 @@ class FID(Pooled):
             frames = getattr(item, side)[idx]
             self.features[side].append(extract(self.model, image_batches(frames, self.cfg.fid_size,
                                                                           device=self.cfg.device),
-                                               **self.cfg.fid_kwargs))
+                                               **(FID_KWARGS if self.cfg.fid_kwargs is None else self.cfg.fid_kwargs)))
         return {}
 
 
@@ -187,7 +187,7 @@ class FVD(Pooled):
             clips = getattr(item, side)[: windows * t].reshape(windows, t, *item.generated.shape[1:])
             self.features[side].append(extract(self.model, video_batches(clips, self.cfg.fvd_size,
                                                                           device=self.cfg.device),
-                                               **self.cfg.fvd_kwargs))
+                                               **(FVD_KWARGS if self.cfg.fvd_kwargs is None else self.cfg.fvd_kwargs)))
         return {}
 
 

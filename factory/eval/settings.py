@@ -10,6 +10,10 @@ from typing import Any, Iterable
 from factory.config import ConfigError, apply_overrides, build, read_yaml
 
 ALL_METRICS = ["psnr", "ssim", "lpips", "lmd", "csim", "sync", "fid", "fvd"]
+# How the standard TorchScripts are called for features (a dict override merges into a default
+# dict instead of replacing it, so the defaults live here and `eval.fid_kwargs={}` means none)
+FID_KWARGS = {"return_features": True}
+FVD_KWARGS = {"rescale": False, "resize": False, "return_features": True}
 
 
 @dataclass
@@ -42,14 +46,13 @@ class EvalConfig:
     # clean-fid / StyleGAN (inception-2015-12-05.pt, called with return_features=True)
     fid_extractor_path: str | None = None
     fid_size: int = 299
-    fid_kwargs: dict[str, Any] = field(default_factory=lambda: {"return_features": True})
+    fid_kwargs: dict[str, Any] | None = None  # keyword arguments of the call; null: FID_KWARGS
     # FVD: a TorchScript video network taking (B, 3, T, S, S) float -1..1, e.g. StyleGAN-V's
     # i3d_torchscript.pt (called with rescale=False, resize=False, return_features=True)
     fvd_extractor_path: str | None = None
     fvd_size: int = 224
     fvd_frames: int = 16  # frames per FVD clip (non-overlapping windows of each video)
-    fvd_kwargs: dict[str, Any] = field(
-        default_factory=lambda: {"rescale": False, "resize": False, "return_features": True})
+    fvd_kwargs: dict[str, Any] | None = None  # null: FVD_KWARGS
     # Sync-C / Sync-D: SyncNet weights at a local path (factory.metrics.sync computes the scores)
     syncnet_path: str | None = None
     sync_max_offset: int = 15
