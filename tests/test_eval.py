@@ -172,3 +172,37 @@ def test_config_errors_exit_with_the_config_code(folders, tmp_path, capsys):
 def test_a_target_folder_and_overrides_build_the_config(tmp_path):
     cfg = load_eval_config(None, ["eval.metrics=[psnr]"], target=str(tmp_path))
     assert cfg.manifest == str(tmp_path) and cfg.metrics == ["psnr"]
+
+
+def test_sync_entry_hands_aligned_face_crops_and_the_audio_to_factory_metrics_sync(folders, tmp_path, monkeypatch):
+    """Plumbing only (Sync-C/D themselves are factory.metrics.sync's, tested there): a stand-in
+    scorer sees every frame's 224-px face crop and the reference audio; its numbers reach the report."""
+    import sys
+    import types
+    from collections import namedtuple
+
+    import factory.metrics
+    from factory.eval.evaluate import evaluate
+
+    seen = {}
+    Scores = namedtuple("Scores", "offset confidence min_dist")
+
+    def sync_scores(model, frames, audio, sample_rate=16000, fps=25, max_offset=15):
+        seen.update(model=model, frames=frames.shape, audio=len(audio), rate=sample_rate, offset=max_offset)
+        return Scores(offset=-2, confidence=7.5, min_dist=6.25)
+
+    fake = types.ModuleType("factory.metrics.sync")
+    fake.sync_scores = sync_scores
+    fake.load_syncnet = lambda path, device="cpu": ("syncnet", path)
+    monkeypatch.setitem(sys.modules, "factory.metrics.sync", fake)
+    monkeypatch.setattr(factory.metrics, "sync", fake, raising=False)
+    weights = tmp_path / "syncnet.pt"
+    weights.write_bytes(b"stand-in")
+    cfg = load_eval_config(None, [f"eval.generated={folders / 'generated'}", f"eval.reference={folders / 'reference'}",
+                                  "eval.metrics=[sync]", "eval.max_items=1", f"eval.syncnet_path={weights}"])
+    report = evaluate(cfg)
+    assert report["skipped"] == {}
+    assert report["metrics"]["sync_c"]["value"] == 7.5 and report["metrics"]["sync_d"]["value"] == 6.25
+    assert report["items"][0]["sync_offset"] == -2
+    assert seen == {"model": ("syncnet", str(weights)), "frames": (50, 224, 224, 3), "audio": 2 * 16000,
+                    "rate": 16000, "offset": 15}

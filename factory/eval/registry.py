@@ -119,8 +119,9 @@ class Sync(Metric):
             if len(faces) == 0:
                 return {"sync_c": nan, "sync_d": nan, "sync_offset": nan}
             lm = lm[faces[np.maximum(np.searchsorted(faces, np.arange(len(lm)), side="right") - 1, 0)]]
-        crops = aligned_crops(item.generated, lm, np.arange(len(lm)), self.cfg.face_crop)
-        s = self.sync_scores(self.model, crops, item.audio, sample_rate=self.cfg.sample_rate,
+        crops = aligned_crops(item.generated, lm, np.arange(len(lm)), self.cfg.sync_crop)
+        audio = item.audio[: round(len(crops) * self.cfg.sample_rate / self.cfg.fps)]  # the frames' span
+        s = self.sync_scores(self.model, crops, audio, sample_rate=self.cfg.sample_rate,
                              fps=self.cfg.fps, max_offset=self.cfg.sync_max_offset)
         return {"sync_c": float(s.confidence), "sync_d": float(s.min_dist), "sync_offset": float(s.offset)}
 

@@ -37,7 +37,7 @@ class EvalConfig:
     # identity: dlib works offline (its weights ship in face-recognition-models); arcface needs a local ONNX
     csim_backend: str = "dlib"
     arcface_path: str | None = None
-    face_crop: int = 256  # side of the template-aligned face crops CSIM and Sync see
+    face_crop: int = 256  # side of the template-aligned face crops CSIM sees
     # LPIPS: lpips ships its linear heads; the backbone's ImageNet weights are torchvision's
     # state dict of `lpips_net` (alexnet-owt-7be5be79.pth, vgg16-397923af.pth, squeezenet1_1-b8a52dc0.pth)
     lpips_net: str = "alex"
@@ -56,6 +56,7 @@ class EvalConfig:
     # Sync-C / Sync-D: SyncNet weights at a local path (factory.metrics.sync computes the scores)
     syncnet_path: str | None = None
     sync_max_offset: int = 15
+    sync_crop: int = 224  # side of the aligned face crops handed to SyncNet (syncnet_python: 224)
 
 
 @dataclass
