@@ -1,4 +1,4 @@
-"""`factory run|ingest|pairs|refilter|verify ...`: the command-line entry point."""
+"""`factory run|ingest|pairs|refilter|verify|eval ...`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     refilter.add_argument("overrides", nargs="*", help="filters.key=value, e.g. filters.identity.min_csim=0.9")
     verify = sub.add_parser("verify", help="check an output directory against its manifest")
     verify.add_argument("out", help="the run's output directory")
+    evaluate = sub.add_parser("eval", help="measure generated videos against references, or a run's pairs "
+                              "(PSNR, SSIM, LPIPS, LMD, CSIM, Sync-C/D, FID, FVD)")
+    evaluate.add_argument("target", nargs="?", help="a finished run's folder or its manifest.json "
+                          "(or give eval.generated=DIR eval.reference=DIR)")
+    evaluate.add_argument("overrides", nargs="*", help="eval.key=value, e.g. eval.out=eval.json")
+    evaluate.add_argument("--config", help="YAML file with an `eval:` section")
     return parser
 
 
@@ -39,7 +45,31 @@ def main(argv: list[str] | None = None) -> int:
         return verify_command(args.out)
     if args.command == "refilter":
         return refilter_command(args.out, args.overrides)
+    if args.command == "eval":
+        return eval_command(args.target, args.overrides, args.config)
     return EXIT_CONFIG
+
+
+def eval_command(target: str | None, overrides: list[str], config: str | None = None) -> int:
+    from factory.eval.evaluate import NoItems, evaluate, format_table, write_report
+    from factory.eval.settings import load_eval_config
+
+    if target is not None and "=" in target:  # only overrides were given
+        target, overrides = None, [target, *overrides]
+    try:
+        cfg = load_eval_config(config, overrides, target)
+    except ConfigError as exc:
+        print(f"factory: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = evaluate(cfg)
+    except (NoItems, FileNotFoundError) as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    path = write_report(report, cfg.out)
+    print(format_table(report))
+    print(f"output: {path}")
+    return 0
 
 
 def verify_command(out: str) -> int:
