@@ -63,7 +63,7 @@ class RunData:
             ("clips rejected", by[("clip", "rejected")]),
             ("pairs made", len(pairs)),
             ("pairs rejected", by[("pair", "rejected")]),
-            ("  of which set aside in rejected shards (refilter can revisit)", set_aside),
+            ("pairs rejected but set aside in rejected shards (refilter can revisit)", set_aside),
             ("pairs kept (in the manifest's shards)", by[("pair", "kept")]),
         ]
 

@@ -104,7 +104,7 @@ def scores_section(run: RunData) -> str:
         owner = ", ".join(sorted({t.filter for t in rules})) or "recorded only, no threshold"
         title = f"{score} ({owner})"
         plot = svg.histogram(kept, rejected, title, [(t.op, t.value) for t in rules])
-        caption = ("keep " + " and ".join(f"{t.score} {t.op} {svg.fmt(t.value)}" for t in rules)
+        caption = ("keep " + " and ".join(f"{t.score} {t.op} {t.value:g}" for t in rules)
                    if rules else "no threshold: shown for reference")
         figures.append(f'<figure data-score="{escape(score)}">{plot}<figcaption>{escape(caption)}; '
                        f"{len(kept)} kept, {len(rejected)} rejected pairs with this score</figcaption></figure>")
@@ -115,23 +115,23 @@ def scores_section(run: RunData) -> str:
             f'fails it.</p><div class="plots">{"".join(figures)}</div></section>')
 
 
-def throughput_series(timeline: dict[str, Any], points: int = 40) -> dict[str, list[tuple[float, float]]]:
-    """Records per second of each stage, over seconds since the executor started, rebinned to about
-    `points` points so that sparse single-record batches read as a rate."""
+def throughput_rows(timeline: dict[str, Any], points: int = 60) -> tuple[list[tuple[str, list[float]]], float]:
+    """(stage, records per second in each step) rows and the step in seconds: the timeline's bins
+    merged into at most `points` steps, so single-record batches read as a rate."""
     bin_s = float(timeline.get("bin_s", 1.0))
     stages = timeline.get("stages") or {}
     last = max((i for bins in stages.values() for i, _ in bins), default=-1)
     if last < 0:
-        return {}
+        return [], bin_s
     k = max(1, math.ceil((last + 1) / points))
-    width = bin_s * k
-    series = {}
+    step = bin_s * k
+    rows = []
     for name, bins in stages.items():
         counts = [0.0] * (last // k + 1)
         for i, n in bins:
             counts[i // k] += n
-        series[name] = [(0.0, 0.0)] + [((j + 0.5) * width, c / width) for j, c in enumerate(counts)]
-    return series
+        rows.append((name, [c / step for c in counts]))
+    return rows, step
 
 
 def throughput_section(run: RunData) -> str:
@@ -142,8 +142,9 @@ def throughput_section(run: RunData) -> str:
     bars = svg.hbars([(name, float(c.get("seconds", 0.0))) for name, c in stages.items()],
                      "busy seconds per stage (summed over workers)", unit=" s") if stages else ""
     if run.timeline:
-        plot = svg.lines(throughput_series(run.timeline), "records finished per second, by stage",
-                         "seconds since the run started", "records / s")
+        rows, step = throughput_rows(run.timeline)
+        plot = svg.heatmap(rows, step, f"records finished per second, by stage ({step:g} s steps)",
+                           "seconds since the run started")
         note = ("On Ray, stages that share resources run fused in one actor and are timed as one "
                 "(their names joined by +).")
     else:

@@ -1,8 +1,8 @@
 """Small inline-SVG plots (no plotting library): a histogram with threshold lines, horizontal
-bars, and lines over time. Each returns one `<svg class="plot">` element as a string.
+bars, and a heatmap over time. Each returns one `<svg class="plot">` element as a string.
 
 Elements carry classes the tests (and a reader's stylesheet) can find: `bar`, `threshold`,
-`series`, `axis`.
+`cell`, `axis`.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _empty(width: int, height: int, title: str, text: str) -> str:
 
 def histogram(kept: Sequence[float], rejected: Sequence[float], title: str,
               thresholds: Sequence[tuple[str, float]] = (), bins: int = 24,
-              width: int = 400, height: int = 220) -> str:
+              width: int = 400, height: int = 230) -> str:
     """Stacked histogram of kept and rejected pairs' values, a dashed line at each threshold
     (`(op, value)`: what a kept pair satisfies), the failing side shaded."""
     kept = np.asarray([v for v in kept if v is not None and math.isfinite(v)], dtype=float)
@@ -108,7 +108,7 @@ def histogram(kept: Sequence[float], rejected: Sequence[float], title: str,
     nr, _ = np.histogram(rejected, edges)
     top = max(1, int((nk + nr).max()))
     yticks = [t for t in nice_ticks(0, top, 4) if t == int(t)]
-    f = _Frame(width, height, (lo, hi), (0, top * 1.1))
+    f = _Frame(width, height, (lo, hi), (0, top * 1.1), top=36)
     body = f.axes(title.split(" (")[0], "pairs", nice_ticks(lo, hi, 5), yticks)
     for op, value in thresholds:  # the failing side, under the bars
         x = f.px(value)
@@ -130,10 +130,11 @@ def histogram(kept: Sequence[float], rejected: Sequence[float], title: str,
                     f'stroke="{THRESHOLD}" stroke-width="2" stroke-dasharray="5,3"/>'
                     f'<text x="{x + 3 if right else x - 3:.1f}" y="{f.y0 + 10}" text-anchor="{"start" if right else "end"}" '
                     f'{FONT} fill="{THRESHOLD}">keep {escape(op)} {fmt(value)}</text>')
-    legend = [f'<g {FONT}><rect x="{f.x1 - 120}" y="{f.y0}" width="9" height="9" fill="{KEPT}"/>'
-              f'<text x="{f.x1 - 108}" y="{f.y0 + 8}">kept {len(kept)}</text>'
-              f'<rect x="{f.x1 - 60}" y="{f.y0}" width="9" height="9" fill="{REJECTED}"/>'
-              f'<text x="{f.x1 - 48}" y="{f.y0 + 8}">rej. {len(rejected)}</text></g>']
+    ly = f.y0 - 12  # above the plot area, under the title
+    legend = [f'<g {FONT}><rect x="{f.x1 - 130}" y="{ly}" width="9" height="9" fill="{KEPT}"/>'
+              f'<text x="{f.x1 - 118}" y="{ly + 8}">kept {len(kept)}</text>'
+              f'<rect x="{f.x1 - 65}" y="{ly}" width="9" height="9" fill="{REJECTED}"/>'
+              f'<text x="{f.x1 - 53}" y="{ly + 8}">rejected {len(rejected)}</text></g>']
     return _svg(width, height, title, body + legend)
 
 
@@ -157,23 +158,40 @@ def hbars(items: Sequence[tuple[str, float]], title: str, width: int = 640, unit
     return _svg(width, height, title, body)
 
 
-def lines(series: dict[str, Sequence[tuple[float, float]]], title: str, xlabel: str, ylabel: str,
-          width: int = 640, height: int = 260) -> str:
-    """One polyline per named series of (x, y) points, with a legend."""
-    points = [p for s in series.values() for p in s]
-    if not points:
-        return _empty(width, height, title, "nothing recorded")
-    xhi = max(x for x, _ in points) or 1
-    yhi = max(y for _, y in points) or 1
-    legend_w = min(260, 20 + 6.5 * max(len(n) for n in series))
-    f = _Frame(width, height, (0, xhi), (0, yhi * 1.1), right=int(legend_w) + 8)
-    body = f.axes(xlabel, ylabel, nice_ticks(0, xhi, 6), nice_ticks(0, yhi * 1.1, 4))
-    for i, (name, pts) in enumerate(series.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        path = " ".join(f"{f.px(x):.1f},{f.py(y):.1f}" for x, y in pts)
-        body.append(f'<polyline class="series" points="{path}" fill="none" stroke="{colour}" stroke-width="1.8">'
-                    f'<title>{escape(name)}</title></polyline>')
-        ly = f.y0 + 4 + 15 * i
-        body.append(f'<g {FONT}><rect x="{f.x1 + 10}" y="{ly}" width="10" height="3" fill="{colour}"/>'
-                    f'<text x="{f.x1 + 24}" y="{ly + 5}">{escape(name)}</text></g>')
-    return _svg(width, height, title, body)
+def heatmap(rows: Sequence[tuple[str, Sequence[float]]], step: float, title: str, xlabel: str,
+            unit: str = "/s", width: int = 760) -> str:
+    """One row per name, one cell per time step of `step` units; the cell's colour is its value
+    against the largest (white: none). Right of each row: its peak and its mean over active cells."""
+    if not rows or not any(any(v) for _, v in rows):
+        return _empty(width, 60, title, "nothing recorded")
+    n = max(len(v) for _, v in rows)
+    top = max(max(v) for _, v in rows if len(v)) or 1
+    row_h, left, right = 18, min(260, 12 + 6.5 * max(len(name) for name, _ in rows)), 150
+    height = 30 + row_h * len(rows) + 34
+    f = _Frame(width, height, (0, n * step), (0, 1), left=int(left), right=right, top=30, bottom=34)
+    cell = (f.x1 - f.x0) / n
+    body = [f'<g {FONT}>']
+    for r, (name, values) in enumerate(rows):
+        y = f.y0 + r * row_h
+        body.append(f'<text x="{f.x0 - 6}" y="{y + 12}" text-anchor="end">{escape(name)}</text>'
+                    f'<rect x="{f.x0}" y="{y}" width="{f.x1 - f.x0:.1f}" height="{row_h - 3}" fill="#f4f4f4"/>')
+        for i, v in enumerate(values):
+            if v > 0:
+                a = 0.15 + 0.85 * v / top
+                body.append(f'<rect class="cell" x="{f.x0 + i * cell:.1f}" y="{y}" width="{cell + 0.3:.1f}" '
+                            f'height="{row_h - 3}" fill="{KEPT}" fill-opacity="{a:.2f}"><title>{escape(name)}: '
+                            f'{fmt(v)}{escape(unit)} at {fmt(i * step)} to {fmt((i + 1) * step)}</title></rect>')
+        active = [v for v in values if v > 0]
+        mean = sum(active) / len(active) if active else 0.0
+        body.append(f'<text x="{f.x1 + 6}" y="{y + 12}">peak {fmt(max(values, default=0))}, mean {fmt(mean)}{escape(unit)}</text>')
+    body.append("</g>")
+    f.y1 = f.y0 + row_h * len(rows)  # the axis under the last row
+    ticks = nice_ticks(0, n * step, 6)
+    axis = [f'<g class="axis" stroke="#333" {FONT}><line x1="{f.x0}" y1="{f.y1}" x2="{f.x1}" y2="{f.y1}"/>']
+    for t in ticks:
+        x = f.px(t)
+        axis.append(f'<line x1="{x:.1f}" y1="{f.y1}" x2="{x:.1f}" y2="{f.y1 + 4}"/><text x="{x:.1f}" '
+                    f'y="{f.y1 + 15}" text-anchor="middle" stroke="none">{fmt(t)}</text>')
+    axis.append(f'<text x="{(f.x0 + f.x1) / 2:.1f}" y="{f.y1 + 29}" text-anchor="middle" stroke="none">'
+                f'{escape(xlabel)}</text></g>')
+    return _svg(width, height, title, body + axis)
