@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +23,11 @@ from factory.report import REPORT, build_report
 from factory.report.data import load_run
 from factory.report.page import throughput_rows
 from factory.report.svg import heatmap, histogram, nice_ticks
-from factory.stage import Stage
+from factory.stage import Resources, Stage
 from manifests.table import read_table
 from tests.browser import chromium, chromium_paths
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- the timeline the executors record -------------------------------------------------------------
@@ -69,6 +72,25 @@ def test_the_local_executor_counts_each_stages_records_in_its_timeline():
     totals = {name: sum(n for _, n in bins) for name, bins in stages.items()}
     assert totals == {name: counts["records"] for name, counts in executor.stage_stats().items()}
     assert totals["halver"] == 10 and 0 < totals["passer"] < 10  # only what the first one passed
+
+
+def test_the_ray_executor_counts_each_fused_group_of_stages_in_its_timeline():
+    import ray
+
+    from factory.executors import ExecutorConfig
+    from factory.executors.ray_executor import RayExecutor
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        stages = [Halver(Resources(batch_size=3, pool_size=1)), Passer(Resources(batch_size=3, pool_size=1))]
+        with RayExecutor(ExecutorConfig()) as executor:
+            out = list(executor.map(stages, [Record(f"k{i}", "pair") for i in range(10)]))
+            stages_seen = executor.timeline()["stages"]
+    finally:
+        ray.shutdown()
+    assert len(out) == 10
+    # same resources: one fused actor, timed as one group, counting the records sent to it
+    assert {name: sum(n for _, n in bins) for name, bins in stages_seen.items()} == {"halver+passer": 10}
 
 
 # -- plots -----------------------------------------------------------------------------------------
