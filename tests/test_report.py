@@ -8,6 +8,8 @@ import io
 import json
 import re
 import shutil
+from collections import Counter
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from factory.executors.local import LocalExecutor
 from factory.executors.stats import StageTimeline
 from factory.records import Record
 from factory.report import REPORT, build_report
-from factory.report.data import load_run
+from factory.report.data import group_reasons, load_run
 from factory.report.page import throughput_rows
 from factory.report.svg import heatmap, histogram, nice_ticks
 from factory.stage import Resources, Stage
@@ -113,6 +115,12 @@ def test_throughput_rows_turn_binned_counts_into_rates_over_merged_steps():
     assert plot.count('class="cell"') == 3 and "peak 1.5" in plot
 
 
+def test_reasons_that_name_a_sample_count_as_one_family():
+    reasons = Counter({f"duplicate_of:k{i}": 1 for i in range(3)} | {"identity_error:ValueError": 2, "no_face": 3})
+    assert group_reasons(reasons, {"k0", "k1", "k2", "k3"}) == {
+        "duplicate_of:<sample>": 3, "identity_error:ValueError": 2, "no_face": 3}
+
+
 def test_ticks_are_round_and_cover_the_range():
     assert nice_ticks(0, 10, 5) == [0, 2, 4, 6, 8, 10]
     assert nice_ticks(0.92, 1.0, 4) == pytest.approx([0.92, 0.94, 0.96, 0.98, 1.0])
@@ -170,7 +178,7 @@ def test_the_report_shows_counts_rejections_scores_throughput_and_pairs(finished
     kept = sum(1 for r in rows if r["kind"] == "pair" and r["fate"] == "kept")
     assert f"<td>pairs kept (in the manifest&#x27;s shards)</td><td class=\"n\">{kept}</td>" in html
     for reason, n in run.rejections():
-        assert f"{reason} (" in html
+        assert f"{escape(reason)} (" in html
     # a histogram per recorded score, a threshold line per threshold whose score was recorded
     scores = run.score_names()
     assert scores and all(f'data-score="{s}"' in html for s in scores)
@@ -178,7 +186,7 @@ def test_the_report_shows_counts_rejections_scores_throughput_and_pairs(finished
     assert html.count('class="threshold"') == sum(1 for t in run.thresholds if t.score in drawn) > 0
     # throughput over time: a row per stage that the timeline recorded, its active steps coloured
     throughput = html[html.index('<section id="throughput">'):html.index('<section id="gallery">')]
-    assert run.timeline["stages"] and all(f">{name}</text>" in throughput for name in run.timeline["stages"])
+    assert run.timeline["stages"] and all(f"<title>{name}</title></text>" in throughput for name in run.timeline["stages"])
     assert throughput.count('class="cell"') >= len(run.timeline["stages"])
     # the gallery: every kept pair (8 < 12), each a looping animation of three panels
     assert page.classes.count("pair") == len(page.images) == kept > 0

@@ -68,9 +68,32 @@ class RunData:
         ]
 
     def rejections(self) -> list[tuple[str, int]]:
-        """(reason, count), most frequent first; ties by name."""
+        """(reason, count), most frequent first; ties by name. Reasons that name another sample
+        (`duplicate_of:KEY`) count as one family, `duplicate_of:<sample>`."""
         reasons = Counter(r["reason"] for r in self.rows if r["fate"] == "rejected" and r.get("reason"))
-        return sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        grouped = group_reasons(reasons, {r["key"] for r in self.rows})
+        return sorted(grouped.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def stage_of(self, reason: str) -> str:
+        """The stage that recorded a reason (or a `prefix:<sample>` family of them)."""
+        family = reason.removesuffix(SAMPLE) + ":" if reason.endswith(SAMPLE) else None
+        for r in self.rows:
+            got = r.get("reason") if r["fate"] == "rejected" else None
+            if got and (got == reason or (family and got.startswith(family))):
+                return r.get("stage") or "?"
+        return "?"
+
+
+SAMPLE = ":<sample>"
+
+
+def group_reasons(reasons: Counter, keys: set[str]) -> Counter:
+    """Reasons whose part after ':' is a sample key merged into `prefix:<sample>`."""
+    grouped: Counter = Counter()
+    for reason, n in reasons.items():
+        prefix, _, suffix = reason.partition(":")
+        grouped[prefix + SAMPLE if suffix in keys else reason] += n
+    return grouped
 
 
 def load_run(out: str | Path) -> RunData:

@@ -81,11 +81,7 @@ def counts_section(run: RunData) -> str:
 
 
 def rejections_section(run: RunData) -> str:
-    stage_of = {}
-    for r in run.rows:
-        if r["fate"] == "rejected" and r.get("reason"):
-            stage_of.setdefault(r["reason"], r.get("stage") or "?")
-    items = [(f"{reason} ({stage_of[reason]})", n) for reason, n in run.rejections()]
+    items = [(f"{reason} ({run.stage_of(reason)})", n) for reason, n in run.rejections()]
     return (f'<section id="rejections"><h2>Rejections by reason</h2>'
             f'<div class="plots">{svg.hbars(items, "rejected records by reason (stage)")}</div></section>')
 
@@ -145,8 +141,8 @@ def throughput_section(run: RunData) -> str:
         rows, step = throughput_rows(run.timeline)
         plot = svg.heatmap(rows, step, f"records finished per second, by stage ({step:g} s steps)",
                            "seconds since the run started")
-        note = ("On Ray, stages that share resources run fused in one actor and are timed as one "
-                "(their names joined by +).")
+        note = ("Stages that share resources ran fused in one Ray actor and are timed as one "
+                "(their names joined by +)." if any("+" in n for n in run.timeline.get("stages") or {}) else "")
     else:
         plot, note = "", "This run recorded no timeline (state/timeline.json): made before it existed, or still running."
     return (f'<section id="throughput"><h2>Throughput per stage</h2><p class="sub">{escape(note)}</p>'

@@ -76,6 +76,11 @@ class _Frame:
         return parts
 
 
+def short(label: str, n: int = 40) -> str:
+    """A label cut to `n` characters (the full one goes in the element's tooltip)."""
+    return label if len(label) <= n else label[: n - 1] + "\u2026"
+
+
 def _svg(width: int, height: int, title: str, body: list[str], label: str = "") -> str:
     return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" aria-label="{escape(label or title)}"><title>{escape(label or title)}</title>'
@@ -142,7 +147,7 @@ def hbars(items: Sequence[tuple[str, float]], title: str, width: int = 640, unit
     """One horizontal bar per (label, value), in the given order."""
     if not items:
         return _empty(width, 60, title, "none")
-    row, left = 20, min(320, 12 + 6.5 * max(len(label) for label, _ in items))
+    row, left = 20, min(280, 12 + 6.5 * max(len(short(label)) for label, _ in items))
     height = 30 + row * len(items) + 8
     top = max(v for _, v in items) or 1
     span = width - left - 60
@@ -150,7 +155,7 @@ def hbars(items: Sequence[tuple[str, float]], title: str, width: int = 640, unit
     for i, (label, value) in enumerate(items):
         y = 28 + i * row
         w = span * value / top
-        body.append(f'<text x="{left - 6:.0f}" y="{y + 12}" text-anchor="end">{escape(label)}</text>'
+        body.append(f'<text x="{left - 6:.0f}" y="{y + 12}" text-anchor="end">{escape(short(label))}</text>'
                     f'<rect class="bar" x="{left:.0f}" y="{y}" width="{max(1.0, w):.1f}" height="{row - 5}" '
                     f'fill="{PALETTE[i % len(PALETTE)]}"><title>{escape(label)}: {fmt(value)}{unit}</title></rect>'
                     f'<text x="{left + w + 5:.1f}" y="{y + 12}">{fmt(value)}{escape(unit)}</text>')
@@ -166,14 +171,15 @@ def heatmap(rows: Sequence[tuple[str, Sequence[float]]], step: float, title: str
         return _empty(width, 60, title, "nothing recorded")
     n = max(len(v) for _, v in rows)
     top = max(max(v) for _, v in rows if len(v)) or 1
-    row_h, left, right = 18, min(260, 12 + 6.5 * max(len(name) for name, _ in rows)), 150
+    row_h, left, right = 18, min(280, 12 + 6.5 * max(len(short(name)) for name, _ in rows)), 150
     height = 30 + row_h * len(rows) + 34
     f = _Frame(width, height, (0, n * step), (0, 1), left=int(left), right=right, top=30, bottom=34)
     cell = (f.x1 - f.x0) / n
     body = [f'<g {FONT}>']
     for r, (name, values) in enumerate(rows):
         y = f.y0 + r * row_h
-        body.append(f'<text x="{f.x0 - 6}" y="{y + 12}" text-anchor="end">{escape(name)}</text>'
+        body.append(f'<text x="{f.x0 - 6}" y="{y + 12}" text-anchor="end">{escape(short(name))}'
+                    f'<title>{escape(name)}</title></text>'
                     f'<rect x="{f.x0}" y="{y}" width="{f.x1 - f.x0:.1f}" height="{row_h - 3}" fill="#f4f4f4"/>')
         for i, v in enumerate(values):
             if v > 0:
