@@ -213,6 +213,17 @@ def test_a_refiltered_run_shows_its_new_threshold_and_the_pairs_set_aside(finish
     assert html.count('<span class="fail">lmd ') == min(4, failing)
 
 
+def test_a_missing_shard_leaves_only_its_pairs_out_of_the_gallery(finished_run, tmp_path, caplog):
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    rows = [r for r in read_table(out / "samples.parquet") if r["kind"] == "pair" and r["fate"] == "kept"]
+    gone = rows[0]["shard"]
+    (out / gone).unlink()
+    html = build_report(out).read_text()
+    assert html.count('<figure class="pair kept"') == sum(1 for r in rows if r["shard"] != gone) > 0
+    assert f"{gone} left out of the gallery" in caplog.text
+
+
 def test_report_of_a_folder_that_is_not_a_run_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == EXIT_NO_INPUT
     assert "no manifest.json" in capsys.readouterr().err

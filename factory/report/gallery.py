@@ -7,6 +7,7 @@ threshold), and only the shards holding them are read.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +18,8 @@ import webdataset as wds
 from PIL import Image
 
 from manifests.reader import decode_sample
+
+log = logging.getLogger(__name__)
 
 PANEL = 160  # pixels per side of each of the three panels
 MAX_FRAMES = 50  # longer clips are shown at every k-th frame (and k times the frame duration)
@@ -41,14 +44,18 @@ def _spread(rows: list, n: int) -> list:
 
 
 def samples(out: Path, rows: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(table row, decoded sample) for each row, read from the shards the rows name, in their order."""
+    """(table row, decoded sample) for each row, read from the shards the rows name, in their order;
+    a shard that cannot be read is skipped (and logged)."""
     wanted = {r["key"]: r for r in rows}
     found: dict[str, dict[str, Any]] = {}
-    shards = list(dict.fromkeys(str(out / r["shard"]) for r in rows))
-    for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
-        if sample["__key__"] in wanted:
-            found[sample["__key__"]] = decode_sample({k: v for k, v in sample.items()
-                                                      if k in ("__key__", "real.mp4", "syn.mp4")})
+    for shard in dict.fromkeys(str(out / r["shard"]) for r in rows):
+        try:
+            for sample in wds.WebDataset([shard], shardshuffle=False, empty_check=False):
+                if sample["__key__"] in wanted:
+                    found[sample["__key__"]] = decode_sample({k: v for k, v in sample.items()
+                                                              if k in ("__key__", "real.mp4", "syn.mp4")})
+        except (OSError, ValueError) as exc:  # a shard gone or damaged: its pairs are left out, the rest shown
+            log.warning("report: pairs of %s left out of the gallery: %s", shard, exc)
     for row in rows:
         if row["key"] in found:
             yield row, found[row["key"]]

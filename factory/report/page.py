@@ -4,7 +4,6 @@ written as one HTML file with everything inline."""
 from __future__ import annotations
 
 import base64
-import logging
 import math
 import time
 from html import escape
@@ -15,8 +14,6 @@ from factory.files import atomic_write
 from factory.report import gallery, svg
 from factory.report.data import ReportError, RunData, load_run
 from factory.stage import threshold_verdict
-
-log = logging.getLogger(__name__)
 
 REPORT = "report.html"  # inside the run's folder
 # nothing but inline styles and data: images; any other load is refused (and shows as an error)
@@ -153,11 +150,7 @@ def gallery_section(run: RunData, pairs: int, set_aside: int) -> str:
     chosen = gallery.pick(run.pairs, pairs, set_aside)
     rules = {t.score: t for t in run.thresholds}
     figures = []
-    try:
-        decoded = list(gallery.samples(run.out, chosen))
-    except (OSError, ValueError) as exc:  # a shard gone or unreadable: the rest of the report still stands
-        log.warning("report: gallery skipped, shards unreadable: %s", exc)
-        decoded = []
+    decoded = list(gallery.samples(run.out, chosen))
     for row, sample in decoded:
         clip = gallery.clip_of(sample)
         if clip is None:
