@@ -51,9 +51,8 @@ def samples(out: Path, rows: list[dict[str, Any]]) -> Iterator[tuple[dict[str, A
     for shard in dict.fromkeys(str(out / r["shard"]) for r in rows):
         try:
             for sample in wds.WebDataset([shard], shardshuffle=False, empty_check=False):
-                if sample["__key__"] in wanted:
-                    found[sample["__key__"]] = decode_sample({k: v for k, v in sample.items()
-                                                              if k in ("__key__", "real.mp4", "syn.mp4")})
+                if sample["__key__"] in wanted:  # the whole sample: the reader rebuilds `syn` from its parts
+                    found[sample["__key__"]] = decode_sample(sample)
         except (OSError, ValueError) as exc:  # a shard gone or damaged: its pairs are left out, the rest shown
             log.warning("report: pairs of %s left out of the gallery: %s", shard, exc)
     for row in rows:
