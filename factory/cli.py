@@ -1,4 +1,4 @@
-"""`factory run|ingest|pairs|refilter|verify|eval ...`: the command-line entry point."""
+"""`factory run|ingest|pairs|refilter|verify|eval|report ...`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
                           "(or give eval.generated=DIR eval.reference=DIR)")
     evaluate.add_argument("overrides", nargs="*", help="eval.key=value, e.g. eval.out=eval.json")
     evaluate.add_argument("--config", help="YAML file with an `eval:` section")
+    report = sub.add_parser("report", help="write one self-contained HTML page about a finished run")
+    report.add_argument("out", help="the run's output directory")
+    report.add_argument("-o", "--output", help="where to write it (default OUT/report.html)")
+    report.add_argument("--pairs", type=int, default=12, help="kept pairs in the gallery (default 12)")
     return parser
 
 
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return refilter_command(args.out, args.overrides)
     if args.command == "eval":
         return eval_command(args.target, args.overrides, args.config)
+    if args.command == "report":
+        return report_command(args.out, args.output, args.pairs)
     return EXIT_CONFIG
 
 
@@ -69,6 +75,18 @@ def eval_command(target: str | None, overrides: list[str], config: str | None = 
     path = write_report(report, cfg.out)
     print(format_table(report))
     print(f"output: {path}")
+    return 0
+
+
+def report_command(out: str, output: str | None = None, pairs: int = 12) -> int:
+    from factory.report import ReportError, build_report
+
+    try:
+        path = build_report(out, output, pairs=pairs)
+    except ReportError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    print(f"report: {path}")
     return 0
 
 
@@ -139,7 +157,19 @@ def run_command(config_path: str, overrides: list[str], progress: bool = True, c
         return 0
     print(format_summary(summary))
     print(f"output: {cfg.out}/manifest.json")
+    _report_after_run(cfg.out)
     return 0
+
+
+def _report_after_run(out: str) -> None:
+    """The run is done and committed; a report that fails to build must not fail it."""
+    from factory.report import build_report
+
+    try:
+        print(f"report: {build_report(out)}")
+    except Exception as exc:  # noqa: BLE001  (a convenience: say so, and how to retry)
+        logging.getLogger("factory").warning("no report (%s: %s); retry with `factory report %s`",
+                                             type(exc).__name__, exc, out)
 
 
 if __name__ == "__main__":

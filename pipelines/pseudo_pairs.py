@@ -42,6 +42,7 @@ from pipelines.model_paths import check_model_paths
 from pipelines.settings import FactoryConfig, pairs_identity
 
 IDENTITY = Path("state") / "identity.json"
+TIMELINE = Path("state") / "timeline.json"  # this run's records per stage over time
 
 
 def pair_stages(cfg: FactoryConfig, config_hash: str = "") -> list[Stage]:
@@ -198,4 +199,6 @@ def finish(cfg: FactoryConfig, executor, sink: ShardSink, out: Path, videos_in: 
     write_manifest(out / "manifest.json", kept_shards, cfg.to_dict(), summary, rejected_shards)
     write_table(out / "samples.parquet", entries)
     write_json_atomic(out / "summary.json", summary)
+    if hasattr(executor, "timeline"):  # throughput over time, for `factory report`
+        write_json_atomic(out / TIMELINE, executor.timeline())
     return summary

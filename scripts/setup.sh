@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# One-time setup: Debian packages for the demo, a venv in .venv, the project installed editable.
+# One-time setup: Debian packages for the demo and the browser test, a venv in .venv, the project installed editable.
 # Safe to re-run; it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# Debian packages: espeak-ng (the demo's speech), chromium + chromium-driver (the headless browser
+# that tests `factory report`'s page). Only what is missing is installed.
+MISSING=()
+command -v espeak-ng >/dev/null 2>&1 || MISSING+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || MISSING+=(chromium-driver)
+if [ ${#MISSING[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 
 PY="${PYTHON:-python3.11}"

@@ -51,6 +51,8 @@ RULES = (
     Rule("nothing imports the CLI", ("**",),                          ("factory.cli",),                                              CLI_FILES),
     Rule("trainers sit outside",   ("factory/trainers/**",),          ("pipelines.**", "factory.executors.**")),
     Rule("eval sits outside",      ("factory/eval/**",),              ("pipelines.**", "factory.executors.**")),
+    Rule("report reads outputs",   ("factory/report/**",),            ("pipelines.**", "factory.executors.**", "factory.stages.**",
+                                                                       "factory.generators.**", "ray.**")),
     Rule("kernel imports no layer above", KERNEL,                     ("pipelines.**", "filters.**", "augment.**"),                  CLI_FILES),
 )
 # fmt: on

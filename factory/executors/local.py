@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from factory.executors.stats import StageStats, since
+from factory.executors.stats import StageStats, StageTimeline, since
 from factory.records import Record
 from factory.stage import Stage
 
@@ -19,6 +19,7 @@ class LocalExecutor:
     def __init__(self):
         self.failures = 0
         self._stats = StageStats()
+        self._timeline = StageTimeline()
 
     def map(self, stages: list[Stage], records: Iterable[Record]) -> Iterator[Record]:
         """Streams records through `stages`; when the map ends (or is abandoned), tears down the
@@ -27,7 +28,7 @@ class LocalExecutor:
         fresh = [stage for stage in stages if not stage.is_set_up]  # the caller's own setups stay
         stream: Iterator[Record] = iter(records)
         for stage in stages:
-            stream = batched_through(stage, stream)
+            stream = batched_through(stage, stream, self._timeline)
         try:
             yield from stream
         finally:
@@ -40,12 +41,17 @@ class LocalExecutor:
         """Stage name -> {"records", "seconds", "passed", "dropped_<reason>"...} over every map so far."""
         return self._stats.as_dict()
 
+    def timeline(self) -> dict:
+        """Records each stage finished, binned over time (factory.executors.stats.StageTimeline)."""
+        return self._timeline.as_dict()
+
     def close(self) -> None:
         pass
 
 
-def batched_through(stage: Stage, records: Iterator[Record]) -> Iterator[Record]:
-    """Runs `stage` on batches of `batch_size` records to process, lazily and in order."""
+def batched_through(stage: Stage, records: Iterator[Record], timeline: StageTimeline | None = None) -> Iterator[Record]:
+    """Runs `stage` on batches of `batch_size` records to process, lazily and in order; each
+    batch's records are counted in `timeline` when the stage finishes it."""
     size = max(1, stage.resources.batch_size)
     batch: list[Record] = []
     active = 0
@@ -53,9 +59,16 @@ def batched_through(stage: Stage, records: Iterator[Record]) -> Iterator[Record]
         batch.append(record)
         active += not record.rejected
         if active == size:
-            yield from stage(batch)
+            yield from _through(stage, batch, active, timeline)
             batch, active = [], 0
     if active:
-        yield from stage(batch)
+        yield from _through(stage, batch, active, timeline)
     else:  # only rejected records left: no need to set the stage up for them
         yield from batch
+
+
+def _through(stage: Stage, batch: list[Record], active: int, timeline: StageTimeline | None) -> list[Record]:
+    out = stage(batch)
+    if timeline is not None:
+        timeline.add(stage.name, active)
+    return out

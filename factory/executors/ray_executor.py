@@ -32,7 +32,7 @@ from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
 from factory import cluster
 from factory.executors.settings import ExecutorConfig
-from factory.executors.stats import StageStats, since
+from factory.executors.stats import StageStats, StageTimeline, since
 from factory.records import Record
 from factory.stage import Stage
 
@@ -122,6 +122,7 @@ class RayExecutor:
         self._started_ray = False
         self._pools: dict[tuple[float, float], list] = {}  # by (num_cpus, num_gpus), kept across map()
         self._stats = StageStats()
+        self._timeline = StageTimeline()
 
     def start(self) -> None:
         """Joins the configured cluster, or starts an embedded Ray that `close()` shuts down."""
@@ -132,6 +133,11 @@ class RayExecutor:
         """Stage name -> {"records", "seconds", "passed", "dropped_<reason>"...}, summed over the
         actors of every finished map (a map's counts arrive when it ends; a dead actor's are lost)."""
         return self._stats.as_dict()
+
+    def timeline(self) -> dict:
+        """Records each group of fused stages finished, binned over time, as the driver received
+        them (factory.executors.stats.StageTimeline)."""
+        return self._timeline.as_dict()
 
     def __enter__(self) -> "RayExecutor":
         return self
@@ -279,6 +285,7 @@ class RayExecutor:
             load[i][a] -= 1
             try:
                 out = ray.get(ref)
+                self._timeline.add(segments[i].name, sum(not r.rejected for r in batch))
             except (RayActorError, WorkerCrashedError, RayTaskError) as exc:
                 out = self._on_failure(exc, segments[i], pools[i], a, batch, attempt, inbox[i])
             for record in out:
