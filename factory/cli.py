@@ -56,10 +56,15 @@ def verify_command(out: str) -> int:
 
 
 def refilter_command(out: str, overrides: list[str]) -> int:
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from factory.out_lock import hold_output
     from pipelines.refilter import refilter
 
-    try:
-        summary = refilter(out, overrides)
+    try:  # not beside a run still writing; a path that is no run folder: refilter says so, nothing is made
+        with hold_output(out) if (Path(out) / "state").is_dir() else nullcontext():
+            summary = refilter(out, overrides)
     except ConfigError as exc:
         print(f"factory: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -77,6 +82,7 @@ def refilter_command(out: str, overrides: list[str]) -> int:
 def run_command(config_path: str, overrides: list[str], progress: bool = True, command: str = "run") -> int:
     from factory.executors import make_executor
     from factory.executors.ray_executor import ResourceError
+    from factory.out_lock import OutputError
     from factory.payload import ContractError
     from factory.summary import format_summary
     from pipelines.ingest import NoInputError, run_ingest
@@ -92,6 +98,9 @@ def run_command(config_path: str, overrides: list[str], progress: bool = True, c
     job = {"run": run, "ingest": run_ingest, "pairs": run_pairs}[command]
     try:
         summary = job(cfg, executor, progress=progress and cfg.executor.progress)
+    except OutputError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except (ConfigError, ContractError) as exc:
         print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

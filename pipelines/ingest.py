@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from factory.clip_store import ClipStore
 from factory.inputs import discover_videos
+from factory.out_lock import holds_output
 from factory.records import Record
 from factory.stages.ingest import IngestStage
 from pipelines.settings import FactoryConfig, ingest_identity
@@ -53,6 +54,7 @@ def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record],
     return sorted(records, key=lambda r: r.key)
 
 
+@holds_output  # demo input and OUT/clips are written under out
 def run_ingest(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory ingest`: fill the clip store for cfg.ingest and report what it holds."""
     start = time.monotonic()
