@@ -5,15 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 from factory.config import ConfigError
 
 EXIT_CONFIG, EXIT_NO_INPUT, EXIT_RESOURCES = 2, 3, 4
+EXIT_CODES = """exit codes:
+  0  done (rejected clips and pairs are not errors)
+  1  factory verify found problems
+  2  bad config (a key, a value out of range), or out is not writable or in use by another run
+  3  no input to read (missing path, empty folder, no videos in it)
+  4  the cluster cannot run a stage (e.g. no GPU for a GPU stage)
+  130, 143  interrupted (Ctrl-C, SIGTERM): rerun the same command to resume"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="factory", description=__doc__)
+    parser = argparse.ArgumentParser(prog="factory", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "ingest videos, make pairs, write shards and a manifest"),
                        ("ingest", "ingest videos into a clip store (no pairs)"),
@@ -33,13 +44,35 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command in ("run", "ingest", "pairs"):
-        return run_command(args.config, args.overrides, progress=not args.quiet, command=args.command)
-    if args.command == "verify":
-        return verify_command(args.out)
-    if args.command == "refilter":
-        return refilter_command(args.out, args.overrides)
+    with _sigterm_unwinds():
+        try:
+            if args.command in ("run", "ingest", "pairs"):
+                return run_command(args.config, args.overrides, progress=not args.quiet, command=args.command)
+            if args.command == "verify":
+                return verify_command(args.out)
+            if args.command == "refilter":
+                return refilter_command(args.out, args.overrides)
+        except KeyboardInterrupt:  # the executor has shut its Ray down on the way out
+            print("factory: interrupted; rerun the same command to resume", file=sys.stderr)
+            return 130
     return EXIT_CONFIG
+
+
+@contextmanager
+def _sigterm_unwinds():
+    """SIGTERM (docker stop, a scheduler) unwinds like Ctrl-C, so the embedded Ray is shut down
+    instead of left running; the previous handler is back afterwards (tests call main in-process)."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def verify_command(out: str) -> int:
