@@ -36,6 +36,7 @@ def start(num_cpus: int | None, num_gpus: int | None) -> Path:
     clean_stale()
     folder = ROOT / _owner_name(os.getpid())
     folder.mkdir(parents=True, exist_ok=True)
+    _prune_sessions(folder)  # one process may start and stop Ray many times (tests, notebooks)
     with _loopback_only():
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host="127.0.0.1",
                  _node_ip_address="127.0.0.1", _temp_dir=str(folder), log_to_driver=True)
@@ -60,6 +61,14 @@ def clean_stale() -> None:
     dead.sort(key=lambda d: d.stat().st_mtime, reverse=True)
     for folder in dead[KEEP:]:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _prune_sessions(folder: Path) -> None:
+    """Keeps the newest KEEP - 1 of this process's earlier sessions (none runs now: Ray is down)."""
+    sessions = sorted((d for d in folder.glob("session_*") if d.is_dir() and not d.is_symlink()),
+                      key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in sessions[KEEP - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def processes_using(folder: Path) -> list[int]:

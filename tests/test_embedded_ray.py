@@ -138,3 +138,14 @@ def test_ctrl_c_or_sigterm_during_a_ray_run_leaves_nothing_running(tmp_path, sig
     finally:
         run.kill()
         run.wait()
+
+
+def test_one_process_starting_ray_again_and_again_keeps_few_sessions(tmp_path):
+    sessions = [tmp_path / f"session_{i}" for i in range(6)]
+    for i, session in enumerate(sessions):
+        session.mkdir()
+        os.utime(session, (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / "session_latest").symlink_to(sessions[-1])
+    embedded_ray._prune_sessions(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        sorted([s.name for s in sessions[-(embedded_ray.KEEP - 1):]] + ["session_latest"])
