@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from factory.clip_store import ClipStore
 from factory.inputs import discover_videos
-from factory.out_lock import holds_output
+from factory.out_lock import hold_output
 from factory.records import Record
 from factory.stages.ingest import IngestStage
 from pipelines.settings import FactoryConfig, ingest_identity
@@ -73,9 +73,15 @@ def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record],
     return sorted(records, key=lambda r: r.key)
 
 
-@holds_output  # demo input and OUT/clips are written under out
 def run_ingest(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory ingest`: fill the clip store for cfg.ingest and report what it holds."""
+    if cfg.input.demo or not cfg.clip_store:  # it writes under out (demo input, OUT/clips): hold it
+        with hold_output(cfg.out):
+            return _ingest_command(cfg, executor, progress)
+    return _ingest_command(cfg, executor, progress)
+
+
+def _ingest_command(cfg: FactoryConfig, executor, progress: bool) -> dict[str, Any]:
     start = time.monotonic()
     videos, skipped = find_videos(cfg, Path(cfg.out))
     store = clip_store_for(cfg)

@@ -85,3 +85,15 @@ def test_a_read_only_out_exits_2(tmp_path, capsys):
         assert "is not a writable folder" in capsys.readouterr().err
     finally:
         out.chmod(0o755)
+
+
+def test_ingest_into_out_waits_its_turn_too(tmp_path):
+    from factory.cli import main
+
+    holder = start_holder(tmp_path / "out")
+    try:
+        assert main(["ingest", "configs/demo.yaml", f"out={tmp_path / 'out'}", "input.demo=false",
+                     f"input.paths=[{tmp_path}]", LOCAL, QUIET]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
