@@ -19,7 +19,7 @@ EXIT_CODES = """exit codes:
   2  bad config (a key, a value out of range), or out is not writable or in use by another run
   3  no input to read (missing path, empty folder, no videos in it)
   4  the cluster cannot run a stage (e.g. no GPU for a GPU stage)
-  130, 143  interrupted (Ctrl-C, SIGTERM): rerun the same command to resume"""
+  130  interrupted (Ctrl-C; SIGTERM: 143, or 1 inside a Ray call): rerun the same command to resume"""
 
 
 def _parser() -> argparse.ArgumentParser:

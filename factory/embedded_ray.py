@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -37,9 +38,13 @@ def start(num_cpus: int | None, num_gpus: int | None) -> Path:
     folder = ROOT / _owner_name(os.getpid())
     folder.mkdir(parents=True, exist_ok=True)
     _prune_sessions(folder)  # one process may start and stop Ray many times (tests, notebooks)
+    main = threading.current_thread() is threading.main_thread()
+    caller_sigterm = signal.getsignal(signal.SIGTERM) if main else None
     with _loopback_only():
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host="127.0.0.1",
                  _node_ip_address="127.0.0.1", _temp_dir=str(folder), log_to_driver=True)
+    if callable(caller_sigterm):  # ray.init replaced it: the caller's own (the CLI unwinds, shutting Ray down) wins
+        signal.signal(signal.SIGTERM, caller_sigterm)
     return folder
 
 

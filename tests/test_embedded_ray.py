@@ -119,10 +119,13 @@ def test_the_next_start_ends_a_killed_drivers_leftovers_and_prunes_old_sessions(
         second.wait()
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_or_sigterm_during_a_ray_run_leaves_nothing_running(tmp_path, signum, code):
+# SIGTERM inside ray.wait: Ray turns the handler's SystemExit(143) into SystemExit(1); either way the
+# CLI unwinds through the executor's close()
+@pytest.mark.parametrize("signum,codes", [(signal.SIGINT, {130}), (signal.SIGTERM, {143, 1})])
+def test_ctrl_c_or_sigterm_during_a_ray_run_leaves_nothing_running(tmp_path, signum, codes):
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would stall the run
     run = subprocess.Popen(factory_command("run", CONFIG, f"out={tmp_path / 'out'}", QUIET, "-q"),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.DEVNULL, stderr=log.open("w"))
     folder = None
     try:
         def workers_up() -> bool:
@@ -133,7 +136,7 @@ def test_ctrl_c_or_sigterm_during_a_ray_run_leaves_nothing_running(tmp_path, sig
                 for pid in embedded_ray.processes_using(folder))
         assert wait_until(workers_up, timeout_s=300), "the run never reached its Ray stages"
         run.send_signal(signum)
-        assert run.wait(timeout=120) == code, run.stderr.read()[-2000:]
+        assert run.wait(timeout=120) in codes, log.read_text()[-3000:]
         assert wait_until(lambda: embedded_ray.processes_using(folder) == [])
     finally:
         run.kill()
