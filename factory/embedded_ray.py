@@ -80,13 +80,14 @@ def processes_using(folder: Path) -> list[int]:
     """PIDs of Ray's own programs (not this process) whose command line names `folder` or that hold
     a file open in it: Ray's agents rename themselves (`ray::DashboardAgent`) but keep their logs
     open there. Anything else (a `tail -f` on a log) is not Ray's, and is left alone."""
-    inside, ray_dir, pids = str(folder) + "/", os.path.dirname(ray.__file__) + "/", []
+    inside, pids = str(folder) + "/", []
+    ray_dirs = {os.path.dirname(path) + "/" for path in (ray.__file__, os.path.realpath(ray.__file__))}  # venv links
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if not (cmdline.startswith("ray::") or ray_dir in cmdline):
+            if not (cmdline.startswith("ray::") or any(d in cmdline for d in ray_dirs)):
                 continue
             if inside in cmdline or any(os.readlink(fd).startswith(inside) for fd in (entry / "fd").iterdir()):
                 pids.append(int(entry.name))
