@@ -82,3 +82,9 @@ def test_an_unknown_generator_is_refused_on_the_driver():
     result = subprocess.run(factory_command("run", CONFIG, "generate.generator=nope", "-q"),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "generate.generator" in result.stderr
+
+
+def test_every_rule_names_a_key_that_exists():
+    """A renamed key leaves no stale line behind (its new name would go unchecked)."""
+    keys = {key for key, _ in leaves(load_factory_config(None).to_dict())}
+    assert [pattern for pattern in RULES if "*" not in pattern and pattern not in keys] == []
