@@ -5,15 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 from factory.config import ConfigError
 
 EXIT_CONFIG, EXIT_NO_INPUT, EXIT_RESOURCES = 2, 3, 4
+EXIT_CODES = """exit codes:
+  0  done (rejected clips and pairs are not errors)
+  1  factory verify found problems
+  2  bad config (a key, a value out of range), or out is not writable or in use by another run
+  3  no input to read (missing path, empty folder, no videos in it)
+  4  the cluster cannot run a stage (e.g. no GPU for a GPU stage)
+  130  interrupted (Ctrl-C; SIGTERM: 143, or 1 inside a Ray call): rerun the same command to resume"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="factory", description=__doc__)
+    parser = argparse.ArgumentParser(prog="factory", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "ingest videos, make pairs, write shards and a manifest"),
                        ("ingest", "ingest videos into a clip store (no pairs)"),
@@ -43,17 +54,39 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command in ("run", "ingest", "pairs"):
-        return run_command(args.config, args.overrides, progress=not args.quiet, command=args.command)
-    if args.command == "verify":
-        return verify_command(args.out)
-    if args.command == "refilter":
-        return refilter_command(args.out, args.overrides)
-    if args.command == "eval":
-        return eval_command(args.target, args.overrides, args.config)
-    if args.command == "report":
-        return report_command(args.out, args.output, args.pairs)
+    with _sigterm_unwinds():
+        try:
+            if args.command in ("run", "ingest", "pairs"):
+                return run_command(args.config, args.overrides, progress=not args.quiet, command=args.command)
+            if args.command == "verify":
+                return verify_command(args.out)
+            if args.command == "refilter":
+                return refilter_command(args.out, args.overrides)
+            if args.command == "eval":
+                return eval_command(args.target, args.overrides, args.config)
+            if args.command == "report":
+                return report_command(args.out, args.output, args.pairs)
+        except KeyboardInterrupt:  # the executor has shut its Ray down on the way out
+            print("factory: interrupted; rerun the same command to resume", file=sys.stderr)
+            return 130
     return EXIT_CONFIG
+
+
+@contextmanager
+def _sigterm_unwinds():
+    """SIGTERM (docker stop, a scheduler) unwinds like Ctrl-C, so the embedded Ray is shut down
+    instead of left running; the previous handler is back afterwards (tests call main in-process)."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def eval_command(target: str | None, overrides: list[str], config: str | None = None) -> int:
@@ -90,6 +123,7 @@ def report_command(out: str, output: str | None = None, pairs: int = 12) -> int:
     return 0
 
 
+
 def verify_command(out: str) -> int:
     from manifests.verify import verify
 
@@ -104,10 +138,15 @@ def verify_command(out: str) -> int:
 
 
 def refilter_command(out: str, overrides: list[str]) -> int:
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from factory.out_lock import hold_output
     from pipelines.refilter import refilter
 
-    try:
-        summary = refilter(out, overrides)
+    try:  # not beside a run still writing; a path that is no run folder: refilter says so, nothing is made
+        with hold_output(out) if (Path(out) / "state").is_dir() else nullcontext():
+            summary = refilter(out, overrides)
     except ConfigError as exc:
         print(f"factory: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -125,6 +164,7 @@ def refilter_command(out: str, overrides: list[str]) -> int:
 def run_command(config_path: str, overrides: list[str], progress: bool = True, command: str = "run") -> int:
     from factory.executors import make_executor
     from factory.executors.ray_executor import ResourceError
+    from factory.out_lock import OutputError
     from factory.payload import ContractError
     from factory.summary import format_summary
     from pipelines.ingest import NoInputError, run_ingest
@@ -140,6 +180,9 @@ def run_command(config_path: str, overrides: list[str], progress: bool = True, c
     job = {"run": run, "ingest": run_ingest, "pairs": run_pairs}[command]
     try:
         summary = job(cfg, executor, progress=progress and cfg.executor.progress)
+    except OutputError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except (ConfigError, ContractError) as exc:
         print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -13,6 +13,8 @@ import time
 
 import ray
 
+from factory import embedded_ray
+
 
 def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
     """Joins the cluster at `address` (or RAY_ADDRESS, as under `ray job submit`), else starts an
@@ -26,16 +28,14 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return False
-    # a private Ray: dashboard off, and never on a public interface should something turn it on
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host="127.0.0.1",
-             log_to_driver=True)
+    embedded_ray.start(num_cpus, num_gpus)  # a private Ray: loopback only, in the factory's own folder
     return True
 
 
 def disconnect(started: bool) -> None:
     """Shuts Ray down if `connect` started it; a joined cluster (or a caller's own Ray) stays up."""
-    if started and ray.is_initialized():
-        ray.shutdown()
+    if started:
+        embedded_ray.stop()
 
 
 def available() -> dict[str, float]:

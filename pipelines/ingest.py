@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from factory.clip_store import ClipStore
 from factory.inputs import discover_videos
+from factory.out_lock import hold_output
 from factory.records import Record
 from factory.stages.ingest import IngestStage
 from pipelines.settings import FactoryConfig, ingest_identity
@@ -33,8 +34,27 @@ def find_videos(cfg: FactoryConfig, out: Path) -> tuple[list[Record], int]:
         demo = make_demo_videos(out / "demo_input", seed=cfg.seed)
     videos, skipped = discover_videos(cfg.input, demo)
     if not any(not v.rejected for v in videos):
-        raise NoInputError(f"no readable input among input.paths={cfg.input.paths!r}")
+        raise NoInputError(f"no input to read: {why_no_input(cfg)}")
     return videos, skipped
+
+
+def why_no_input(cfg: FactoryConfig) -> str:
+    """What each input path turned out to be, in one line: missing, empty, or no videos in it."""
+    if not cfg.input.paths:
+        return "input.paths is empty (set input.paths=[FILE_OR_FOLDER, ...], or input.demo=true)"
+    told = []
+    for raw in cfg.input.paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            told.append(f"{raw} does not exist")
+        elif not path.is_dir():
+            told.append(f"{raw} is not a file or folder")
+        else:
+            files = sum(1 for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            told.append(f"{raw} is an empty folder" if not files else
+                        f"{raw} holds {files} file(s), none ending in {' '.join(cfg.input.extensions)} "
+                        "(input.extensions)")
+    return "; ".join(told)
 
 
 def clip_store_for(cfg: FactoryConfig) -> ClipStore:
@@ -55,6 +75,13 @@ def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record],
 
 def run_ingest(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory ingest`: fill the clip store for cfg.ingest and report what it holds."""
+    if cfg.input.demo or not cfg.clip_store:  # it writes under out (demo input, OUT/clips): hold it
+        with hold_output(cfg.out):
+            return _ingest_command(cfg, executor, progress)
+    return _ingest_command(cfg, executor, progress)
+
+
+def _ingest_command(cfg: FactoryConfig, executor, progress: bool) -> dict[str, Any]:
     start = time.monotonic()
     videos, skipped = find_videos(cfg, Path(cfg.out))
     store = clip_store_for(cfg)

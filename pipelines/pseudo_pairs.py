@@ -24,6 +24,7 @@ from factory.config import ConfigError, differences, digest, save_config
 from factory.duplicates import held_out, reject_duplicates
 from factory.faults import fault_point
 from factory.files import atomic_write
+from factory.out_lock import holds_output
 from factory.identity_clusters import assign_speakers
 from factory.pairing import make_pairs
 from factory.payload import check_contracts
@@ -74,6 +75,7 @@ def claim_output(out: Path, identity: dict[str, Any]) -> str:
     return digest(identity)
 
 
+@holds_output  # one process per output folder
 def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory run`: ingest the input into its clip store, then make pairs from those clips."""
     start = time.monotonic()
@@ -96,6 +98,7 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     return finish(cfg, executor, sink, out, len(videos), skipped, written, start)
 
 
+@holds_output
 def run_pairs(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory pairs`: make pairs from existing clip stores (`clip_stores=[...]`), no ingest."""
     start = time.monotonic()

@@ -23,6 +23,7 @@ from factory.stages.occlusion import OcclusionConfig
 from factory.stages.track import TrackConfig
 from filters.registry import filter_specs
 from manifests.writer import WriteConfig
+from pipelines.limits import check_limits
 
 
 def _filters_schema() -> type:
@@ -80,4 +81,5 @@ def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) 
     if settings is not None and not isinstance(settings, dict):
         raise ConfigError("config key 'generate.settings' must be a mapping")
     cfg.generate.settings = build(cls.Settings, settings or {}, prefix="generate.settings.")
+    check_limits(cfg.to_dict())  # ranges, before any work: a bad value fails here, naming its key
     return cfg
