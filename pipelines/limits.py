@@ -49,7 +49,11 @@ RULES: dict[str, Rule] = {
     "pair.speaker_csim": CSIM,
     "occlusion.image_size": Rule("a multiple of 32, at least 32 (SAM 2's Hiera)",
                                  lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0),
-    "occlusion.probe_frames": COUNT,
+    "occlusion.probe_every": COUNT,
+    "occlusion.match_iou": SHARE,
+    "occlusion.max_crop_share": SHARE,
+    "occlusion.max_face_share": at_least(0),  # a hand may be larger than the face hull it covers
+    "occlusion.oversize": one_of("reject", "discard"),
     "generate.feather_sigma": at_least(0),
     "generate.mask_dilation": at_least(0, integer=True),
     "filters.real_clip.min_face_px": optional(at_least(0), " (off)"),
@@ -62,7 +66,9 @@ RULES: dict[str, Rule] = {
     "filters.identity.min_csim": optional(CSIM, " (the backend's default)"),
     "filters.identity.frames": COUNT,
     "filters.vlm_quality.min_mean": between(1, 5),  # the mean of six 1-5 scores
-    "filters.vlm_quality.frames": COUNT,
+    "filters.vlm_quality.runs": COUNT,
+    "filters.vlm_quality.run_length": COUNT,
+    "filters.vlm_quality.crop_margin": between(0, 1),
     "filters.vlm_quality.max_pixels": COUNT,
     "filters.vlm_quality.max_new_tokens": COUNT,
     "augment.share": SHARE,
