@@ -14,6 +14,13 @@ from typing import Any
 from factory.records import fate_of
 
 BULKY = ("mouth_open", "identity", "alt_identity")  # per-frame lists and embeddings: not worth a ledger line
+# reasons that say nothing about the sample (a worker died under it): recorded, but retried by
+# the next run instead of counting as its fate
+RETRIED_REASONS = ("worker_failed",)
+
+
+def is_retried(entry: dict[str, Any]) -> bool:
+    return (entry.get("reason") or "").startswith(RETRIED_REASONS)
 
 
 def ledger_entry(key: str, kind: str, meta: dict[str, Any], shard: str | None = None) -> dict[str, Any]:
@@ -44,7 +51,8 @@ class Ledger:
                 entry = json.loads(line)
             except ValueError:
                 break  # the torn tail of a killed run
-            self.entries[entry["key"]] = entry
+            if not is_retried(entry):
+                self.entries[entry["key"]] = entry
             good += len(line) + 1
         if good < len(raw):  # drop the torn tail so new lines start clean
             with open(self.path, "r+b") as f:

@@ -42,3 +42,11 @@ def test_injected_worker_faults_under_ray(tmp_path, talking_videos, finished_run
     assert summary["rejections"]["worker_failed:ActorDiedError"] == 1
     assert (state / f"generate__{transient_exit}").read_text() == ".."  # died on the 1st try, passed the 2nd
     assert verify(out)[0] == []
+    # a worker's death says nothing about the sample: the next run retries it (the fault is gone)
+    monkeypatch.delenv("FACTORY_FAULTS")
+    assert run_factory(out, executor("ray"), *SETTINGS, videos=talking_videos) == 0
+    table = {r["key"]: r for r in read_table(out / "samples.parquet")}
+    assert (table[dies_always]["fate"], table[dies_always]["reason"]) == \
+        (reference[dies_always]["fate"], reference[dies_always]["reason"])
+    assert table[raises_always]["reason"] == "mouth_distance_error:InjectedFault"  # the sample's own error stays
+    assert verify(out)[0] == []
