@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 from factory.config import ConfigError
 
-EXIT_CONFIG, EXIT_NO_INPUT, EXIT_RESOURCES = 2, 3, 4
+EXIT_DAMAGED, EXIT_CONFIG, EXIT_NO_INPUT, EXIT_RESOURCES = 1, 2, 3, 4
 EXIT_CODES = """exit codes:
   0  done (rejected clips and pairs are not errors)
-  1  factory verify found problems
+  1  factory verify found problems, or a run's output does not match its manifest
   2  bad config (a key, a value out of range), or out is not writable or in use by another run
   3  no input to read (missing path, empty folder, no videos in it)
   4  the cluster cannot run a stage (e.g. no GPU for a GPU stage)
@@ -199,6 +199,13 @@ def run_command(config_path: str, overrides: list[str], progress: bool = True, c
         print(f"clip store: {summary['clip_store']}")
         return 0
     print(format_summary(summary))
+    for url in summary.get("shards_repaired", []):
+        print(f"repaired: {url} was damaged (size or md5 not as committed); its samples were made again")
+    if summary.get("verify_problems"):
+        for problem in summary["verify_problems"]:
+            print(f"factory: verify: {problem}", file=sys.stderr)
+        print(f"factory: the output in {cfg.out} does not match its manifest (see above)", file=sys.stderr)
+        return EXIT_DAMAGED
     print(f"output: {cfg.out}/manifest.json")
     _report_after_run(cfg.out)
     return 0

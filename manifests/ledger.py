@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from factory.files import atomic_write
 from factory.records import fate_of
 
 BULKY = ("mouth_open", "identity", "alt_identity")  # per-frame lists and embeddings: not worth a ledger line
@@ -69,6 +70,13 @@ class Ledger:
         os.fsync(self._file.fileno())
         for e in entries:
             self.entries[e["key"]] = e
+
+    def forget(self, which) -> None:
+        """Drop the entries `which(entry)` selects, from memory and (rewritten atomically) the file."""
+        self._file.close()
+        self.entries = {k: e for k, e in self.entries.items() if not which(e)}
+        atomic_write(self.path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries.values()))
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         self._file.close()

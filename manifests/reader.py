@@ -21,12 +21,26 @@ import webdataset as wds
 
 from manifests.format import read_manifest
 from manifests.sample import read_alpha, rebuild_syn
+from manifests.writer import shard_intact
 
 
-def shard_urls(manifest_path: str | Path) -> list[str]:
+class DamagedShard(ValueError):
+    """A shard whose bytes are not what the manifest lists: never read as training data."""
+
+
+def shard_urls(manifest_path: str | Path, check: bool = False) -> list[str]:
+    """The training shards' paths; with `check`, each file's size and md5 are compared with the
+    manifest's first (DamagedShard names the first that differs)."""
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
-    return [str(manifest_path.parent / s["url"]) for s in manifest["shardlist"]]
+    urls = []
+    for entry in manifest["shardlist"]:
+        path = manifest_path.parent / entry["url"]
+        if check and "md5sum" in entry and not shard_intact(path, entry):
+            raise DamagedShard(f"{path}: not the shard the manifest lists (missing, or size/md5 differ); "
+                               f"`factory verify {manifest_path.parent}` reports it, rerunning the run repairs it")
+        urls.append(str(path))
+    return urls
 
 
 def _decode_mp4(data: bytes) -> np.ndarray:
@@ -83,12 +97,13 @@ def with_augmentation(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def iter_pairs(manifest_path: str | Path, decode: bool = True, split: str | None = None,
-               augment: bool = True) -> Iterator[dict[str, Any]]:
+               augment: bool = True, check: bool = True) -> Iterator[dict[str, Any]]:
     """Samples of every shard in the manifest, decoded (see the module's docstring).
     `split="train"` or `"heldout"` keeps that side of `pair.heldout_share` (speakers never cross).
     `augment` applies each pair's recorded augmentation (with_augmentation); the shards hold
-    every pair clean, so `augment=False` reads them as made."""
-    urls = shard_urls(manifest_path)
+    every pair clean, so `augment=False` reads them as made. `check` compares each shard with the
+    manifest's size and md5 before reading (DamagedShard: a bit flip is not training data)."""
+    urls = shard_urls(manifest_path, check=check)
     if not urls:  # every pair was filtered out: an empty training set, not an error
         return
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import webdataset as wds
 
 from factory.faults import fault_point
-from factory.files import fsync_dir, fsync_file
+from factory.files import atomic_write, file_digest, fsync_dir, fsync_file
 from factory.records import Record
 from factory.stage import Resources
 from manifests.format import shard_entry
@@ -65,6 +65,12 @@ def tar_keys(path: Path) -> tuple[list[str], dict[str, dict]]:
     return keys, metas
 
 
+def shard_intact(path: Path, entry: dict[str, Any]) -> bool:
+    if not path.is_file() or path.stat().st_size != entry["filesize"]:
+        return False
+    return file_digest(path, "md5") == entry["md5sum"]
+
+
 def read_shard_log(path: Path) -> dict[str, dict[str, Any]]:
     """Committed shards by url; a line torn by a kill ends the log (its shard gets adopted)."""
     shards = {}
@@ -86,6 +92,7 @@ class ShardSink:
         self.ledger = Ledger(self.out / "state" / "ledger.jsonl")
         self.shards_path = self.out / "state" / "shards.jsonl"
         self.shards: dict[str, dict[str, Any]] = self._load_shards()
+        self.repaired = self._drop_damaged()  # urls of committed shards found damaged: their samples get redone
         self._recover()
         self.maxcount, self.maxsize = maxcount, maxsize
         self._writers: dict[str, wds.ShardWriter] = {}
@@ -96,6 +103,18 @@ class ShardSink:
 
     def _load_shards(self) -> dict[str, dict[str, Any]]:
         return read_shard_log(self.shards_path)
+
+    def _drop_damaged(self) -> list[str]:
+        """A committed shard whose size or md5 is not what its log line says (truncated, bit-flipped,
+        deleted) is removed with its ledger lines, so this run makes its samples again."""
+        damaged = [url for url, entry in self.shards.items() if not shard_intact(self.out / url, entry)]
+        if damaged:
+            for url in damaged:
+                (self.out / url).unlink(missing_ok=True)
+                del self.shards[url]
+            atomic_write(self.shards_path, "".join(json.dumps(e) + "\n" for e in self.shards.values()))
+            self.ledger.forget(lambda entry: entry.get("shard") in damaged)
+        return damaged
 
     def _recover(self) -> None:
         for leftover in self.shard_dir.glob(f"*{PARTIAL}"):

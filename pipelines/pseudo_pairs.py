@@ -34,6 +34,7 @@ from factory.stages.encode import EncodeStage
 from factory.stages.generate import GenerateStage
 from factory.stages.track import TrackStage
 from factory.summary import summarise
+from manifests.verify import verify
 from filters.registry import enabled_filters
 from manifests.format import write_json_atomic, write_manifest
 from manifests.table import write_table
@@ -201,6 +202,10 @@ def finish(cfg: FactoryConfig, executor, sink: ShardSink, out: Path, videos_in: 
     kept_shards, rejected_shards = sink.shard_lists()
     write_manifest(out / "manifest.json", kept_shards, cfg.to_dict(), summary, rejected_shards)
     write_table(out / "samples.parquet", entries)
+    if sink.repaired:
+        summary["shards_repaired"] = sink.repaired
+    # what is on disk must be what the summary says: checked, not assumed (exit 1 otherwise)
+    summary["verify_problems"] = verify(out)[0]
     write_json_atomic(out / "summary.json", summary)
     if hasattr(executor, "timeline"):  # throughput over time, for `factory report`
         write_json_atomic(out / TIMELINE, executor.timeline())
