@@ -1,4 +1,4 @@
-"""`factory run|ingest|pairs|refilter|verify ...`: the command-line entry point."""
+"""`factory run|ingest|pairs|refilter|verify|train-syncnet ...`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     refilter.add_argument("overrides", nargs="*", help="filters.key=value, e.g. filters.identity.min_csim=0.9")
     verify = sub.add_parser("verify", help="check an output directory against its manifest")
     verify.add_argument("out", help="the run's output directory")
+    syncnet = sub.add_parser("train-syncnet", help="train a SyncNet on clip stores (out/final: ingest.syncnet_path)")
+    syncnet.add_argument("config", help="YAML file, e.g. configs/syncnet_cpu.yaml")
+    syncnet.add_argument("overrides", nargs="*", help="key=value, e.g. clip_stores=[runs/demo/clips/ingest-...] executor=ray")
     return parser
 
 
@@ -39,7 +42,21 @@ def main(argv: list[str] | None = None) -> int:
         return verify_command(args.out)
     if args.command == "refilter":
         return refilter_command(args.out, args.overrides)
+    if args.command == "train-syncnet":
+        return train_syncnet_command(args.config, args.overrides)
     return EXIT_CONFIG
+
+
+def train_syncnet_command(config_path: str, overrides: list[str]) -> int:
+    from factory.trainers.syncnet import load_train_config, run_training
+
+    try:
+        metrics = run_training(load_train_config(config_path, overrides))
+    except ConfigError as exc:
+        print(f"factory: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(json.dumps({k: v for k, v in metrics.items() if k != "evals"}, indent=1))
+    return 0
 
 
 def verify_command(out: str) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from factory.clip_store import ClipStore
+from factory.config import ConfigError
 from factory.inputs import discover_videos
 from factory.records import Record
 from factory.stages.ingest import IngestStage
@@ -56,6 +57,9 @@ def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record],
 def run_ingest(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory ingest`: fill the clip store for cfg.ingest and report what it holds."""
     start = time.monotonic()
+    if cfg.ingest.syncnet_path is not None and not Path(cfg.ingest.syncnet_path).exists():
+        raise ConfigError(f"model weights missing (nothing is downloaded): ingest.syncnet_path = "
+                          f"{cfg.ingest.syncnet_path!r} is not an existing local file or folder")
     videos, skipped = find_videos(cfg, Path(cfg.out))
     store = clip_store_for(cfg)
     records = ingest(cfg, executor, store, videos, progress)
