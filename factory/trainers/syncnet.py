@@ -15,8 +15,11 @@ checkpoint holds model, optimizer, step, metric history and config, so a run res
 computes the same losses as one that never stopped.
 
 Recipe: LatentSync trains the cosine head with batch 256-1024 at lr 1e-5; a small batch sticks
-at loss 0.693 (ln 2: the cosine collapses to 0.5). On CPU use `model.loss=scaled_cosine` (a learned
-scale and bias on the cosine), a tiny model and lr ~1e-3 (configs/syncnet_cpu.yaml).
+at loss 0.693 (ln 2: the cosine collapses to 0.5). On CPU (configs/syncnet_cpu.yaml, measured
+there): `model.loss=scaled_cosine` (a learned scale and bias on the cosine), `all_pairs` (every
+window against every mel of the batch, SigLIP's sigmoid loss, so a batch of 32 gives 16 x 32
+pairs instead of 32), `model.center_frames` (the visual net sees the mouth move, not the face),
+a tiny model and lr 1e-3. Without the last two it stays at 0.693 for hundreds of steps.
 """
 
 from __future__ import annotations
