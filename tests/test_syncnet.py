@@ -231,7 +231,9 @@ def test_a_resumed_training_computes_the_same_losses(tmp_path, demo_corpus):
 def test_train_syncnet_runs_under_ray_train(tmp_path, demo_corpus, monkeypatch):
     from factory.cli import main
 
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray_tmp"))
+    import tempfile
+
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # its own Ray; short socket paths
     code = main(["train-syncnet", str(Path(__file__).parents[1] / "configs" / "syncnet_cpu.yaml"),
                  f"out={tmp_path}/run", f"clip_stores=[{demo_corpus.path}]", "executor=ray", "steps=4",
                  "eval_every=2", "checkpoint_every=2", "max_clips=4", "heldout_windows=8"])

@@ -339,7 +339,6 @@ def _ray_worker_loop(config: dict[str, Any]) -> None:
     """What the Ray Train worker runs: the same `train`, reporting to Ray Train."""
     from factory.trainers.ray_train import report
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train(build(SyncNetTrainConfig, config), reporter=report)
 
 
