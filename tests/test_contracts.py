@@ -146,7 +146,7 @@ def test_a_config_without_a_provider_fails_before_any_work():
 
     cfg = load_factory_config("configs/demo.yaml")
     stages = pair_stages(cfg)
-    assert [s.name for s in stages] == ["generate", "track", "real_clip", "alt_identity", "mouth_distance", "identity",
+    assert [s.name for s in stages] == ["generate", "track", "real_clip", "sync", "alt_identity", "mouth_distance", "identity",
                                         "augment", "encode"]
     without_tracking = [s for s in stages if s.name != "track"]
     with pytest.raises(ContractError, match="stage 'mouth_distance' requires pair field 'real_tracked'"):
