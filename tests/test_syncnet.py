@@ -40,6 +40,25 @@ def test_tiny_syncnet_round_trips_through_save_pretrained(tmp_path):
     torch.testing.assert_close(loaded(visual, mel), p)
 
 
+@pytest.mark.parametrize("loss", ["cosine", "scaled_cosine"])
+@pytest.mark.parametrize("all_pairs", [False, True])
+def test_both_heads_give_a_finite_loss_and_gradients(loss, all_pairs):
+    """LatentSync's plain cosine head (probability = cosine of ReLU'd embeddings) and the scaled
+    one, each with offset pairs only and with every pair of the batch."""
+    from factory.trainers.syncnet import bce
+
+    torch.manual_seed(0)
+    model = SyncNet(SyncNetConfig(loss=loss, **TINY))
+    cfg = model.config
+    visual = torch.randn(3, 3 * cfg.frames, cfg.image_size // 2, cfg.image_size)
+    mel = torch.randn(6, 1, cfg.n_mels, cfg.mel_steps)
+    labels = torch.tensor([1.0, 1, 1, 0, 0, 0])
+    value, p = bce(model, visual, mel, labels, all_pairs)
+    value.backward()
+    assert torch.isfinite(value) and p.shape == (6,)
+    assert model.visual.conv_in.weight.grad.abs().sum() > 0 and model.audio.conv_in.weight.grad.abs().sum() > 0
+
+
 def test_weights_that_do_not_fit_fail_naming_the_key_and_the_keys(tmp_path):
     with pytest.raises(SyncNetWeightsError, match="ingest.syncnet_path.*does not exist"):
         load_syncnet(tmp_path / "nowhere", "cpu", key="ingest.syncnet_path")
