@@ -1,4 +1,4 @@
-"""`factory run|ingest|pairs|refilter|verify|eval|report ...`: the command-line entry point."""
+"""`factory run|ingest|pairs|refilter|verify|eval|report|train-syncnet ...`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("out", help="the run's output directory")
     report.add_argument("-o", "--output", help="where to write it (default OUT/report.html)")
     report.add_argument("--pairs", type=int, default=12, help="kept pairs in the gallery (default 12)")
+    syncnet = sub.add_parser("train-syncnet", help="train a SyncNet on clip stores (out/final: ingest.syncnet_path)")
+    syncnet.add_argument("config", help="YAML file, e.g. configs/syncnet_cpu.yaml")
+    syncnet.add_argument("overrides", nargs="*", help="key=value, e.g. clip_stores=[runs/demo/clips/ingest-...] executor=ray")
     return parser
 
 
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 return eval_command(args.target, args.overrides, args.config)
             if args.command == "report":
                 return report_command(args.out, args.output, args.pairs)
+            if args.command == "train-syncnet":
+                return train_syncnet_command(args.config, args.overrides)
         except KeyboardInterrupt:  # the executor has shut its Ray down on the way out
             print("factory: interrupted; rerun the same command to resume", file=sys.stderr)
             return 130
@@ -122,6 +127,17 @@ def report_command(out: str, output: str | None = None, pairs: int = 12) -> int:
     print(f"report: {path}")
     return 0
 
+
+def train_syncnet_command(config_path: str, overrides: list[str]) -> int:
+    from factory.trainers.syncnet import load_train_config, run_training
+
+    try:
+        metrics = run_training(load_train_config(config_path, overrides))
+    except ConfigError as exc:
+        print(f"factory: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(json.dumps({k: v for k, v in metrics.items() if k != "evals"}, indent=1))
+    return 0
 
 
 def verify_command(out: str) -> int:

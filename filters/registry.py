@@ -16,7 +16,7 @@ from typing import Any
 
 from factory.stage import FilterSpec, threshold_verdict
 
-BUILT_IN = ("filters.real_clip", "filters.alt_identity", "filters.mouth_distance",  # cheap first: no models
+BUILT_IN = ("filters.real_clip", "filters.sync", "filters.alt_identity", "filters.mouth_distance",  # cheap first: no models
             "filters.identity", "filters.vlm_quality")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from factory.clip_store import ClipStore
+from factory.config import ConfigError
 from factory.inputs import discover_videos
 from factory.out_lock import hold_output
 from factory.records import Record
@@ -83,6 +84,9 @@ def run_ingest(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str,
 
 def _ingest_command(cfg: FactoryConfig, executor, progress: bool) -> dict[str, Any]:
     start = time.monotonic()
+    if cfg.ingest.syncnet_path is not None and not Path(cfg.ingest.syncnet_path).exists():
+        raise ConfigError(f"model weights missing (nothing is downloaded): ingest.syncnet_path = "
+                          f"{cfg.ingest.syncnet_path!r} is not an existing local file or folder")
     videos, skipped = find_videos(cfg, Path(cfg.out))
     store = clip_store_for(cfg)
     records = ingest(cfg, executor, store, videos, progress)

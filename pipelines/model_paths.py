@@ -24,6 +24,9 @@ def wanted_model_paths(cfg: FactoryConfig) -> list[tuple[str, str | None, str]]:
     """(config key, path, "file" | "folder") of every local model the configured stages load."""
     wanted = [(f"filters.{spec.name}.{key}", path, kind)
               for spec, settings in enabled_filters(cfg.filters) for key, path, kind in spec.model_paths(settings)]
+    if cfg.ingest.syncnet_path is not None:  # a train-syncnet folder or a syncnet_python file
+        path = cfg.ingest.syncnet_path
+        wanted.append(("ingest.syncnet_path", path, "file" if Path(path).is_file() else "folder"))
     if cfg.generate.weights is not None:
         wanted.append(("generate.weights", cfg.generate.weights, "folder"))
     if cfg.occlusion.enabled:

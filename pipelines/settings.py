@@ -69,7 +69,11 @@ def pairs_identity(cfg: FactoryConfig) -> dict[str, Any]:
 
 def ingest_identity(cfg: FactoryConfig) -> dict[str, Any]:
     """What makes a clip store's clips what they are: the ingest settings."""
-    return strip_keys({"ingest": to_dict(cfg.ingest)}, NOT_SHAPING)
+    ingest = to_dict(cfg.ingest)
+    if ingest.get("syncnet_path") is None:  # no sync gate: stores made before it existed keep their hash
+        for key in ("syncnet_path", "sync_max_offset", "correct_offset"):
+            ingest.pop(key, None)
+    return strip_keys({"ingest": ingest}, NOT_SHAPING)
 
 
 def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) -> FactoryConfig:

@@ -45,6 +45,17 @@ class TestRealClipFilter(FilterContract):
         return [real_clip_record(face, "kept"), real_clip_record(small, "small")]
 
 
+class TestSyncFilter(FilterContract):
+    def make_filter(self, soft=False):
+        from filters.sync import SyncConfig, SyncFilter
+
+        return SyncFilter(SyncConfig(), soft=soft)
+
+    def make_records(self):  # ingest's numbers in the clip meta the pair inherits
+        return [Record("synced", "pair", meta={"sync_conf": 6.5, "av_offset": 1, "sync_dist": 4.0}),
+                Record("voice_over", "pair", meta={"sync_conf": 0.8, "av_offset": -11, "sync_dist": 9.0})]
+
+
 class TestMouthDistanceFilter(FilterContract):
     def make_filter(self, soft=False):
         return MouthDistanceFilter(MouthDistanceConfig(), soft=soft)
@@ -112,7 +123,7 @@ class TestVLMQualityFilter(FilterContract):
 
 
 def test_every_registered_filter_has_a_contract_suite():
-    tested = {"real_clip", "alt_identity", "mouth_distance", "identity", "vlm_quality"}
+    tested = {"real_clip", "sync", "alt_identity", "mouth_distance", "identity", "vlm_quality"}
     assert {spec.name for spec in filter_specs()} <= tested, "add a FilterContract subclass for the new filter"
 
 
@@ -135,7 +146,7 @@ def test_a_config_without_a_provider_fails_before_any_work():
 
     cfg = load_factory_config("configs/demo.yaml")
     stages = pair_stages(cfg)
-    assert [s.name for s in stages] == ["generate", "track", "real_clip", "alt_identity", "mouth_distance", "identity",
+    assert [s.name for s in stages] == ["generate", "track", "real_clip", "sync", "alt_identity", "mouth_distance", "identity",
                                         "augment", "encode"]
     without_tracking = [s for s in stages if s.name != "track"]
     with pytest.raises(ContractError, match="stage 'mouth_distance' requires pair field 'real_tracked'"):

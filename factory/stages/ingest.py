@@ -55,6 +55,9 @@ class IngestConfig:
     landmark_smoothing_sigma: float = 1.5  # frames; zero-phase Gaussian over the track (0 = none)
     vad_threshold: float = 0.5
     min_speech_ratio: float = 0.2  # share of a clip's audio that must be speech
+    syncnet_path: str | None = None  # SyncNet weights (folder or syncnet_v2.model): sync gate on; null: off
+    sync_max_offset: int = 15  # frames searched either way for the audio-video offset
+    correct_offset: bool = True  # shift each clip's audio by the offset found (LatentSync: essential)
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
 
 
@@ -72,6 +75,11 @@ class IngestStage(Stage):
     def setup(self) -> None:
         self.vad = SpeechDetector(self.cfg.vad_threshold, self.cfg.sample_rate)
         self.identity = IdentityWorker() if self.cfg.identity_frames > 0 else None
+        self.syncnet = None
+        if self.cfg.syncnet_path is not None:
+            from factory.models.syncnet_s import load_syncnet
+
+            self.syncnet = load_syncnet(self.cfg.syncnet_path, key="ingest.syncnet_path")
 
     def teardown(self) -> None:
         if self.identity is not None:
@@ -156,6 +164,24 @@ class IngestStage(Stage):
                  for i in indices]
         self._last_face = faces[-1] if indices[-1] == len(frames) - 1 else None
         return faces
+
+    def _sync(self, meta: dict, frames: np.ndarray, clip_audio: np.ndarray, samples: np.ndarray, a0: int) -> np.ndarray:
+        """The sync gate's numbers (judged by filters/sync.py, so refilter can re-threshold) and,
+        with `correct_offset`, the clip's audio re-cut from the source so the offset is undone."""
+        from factory.metrics.sync import sync_scores
+
+        cfg = self.cfg
+        scores = sync_scores(self.syncnet, frames, clip_audio, cfg.sample_rate, cfg.fps, cfg.sync_max_offset)
+        meta.update(sync_conf=round(scores.confidence, 3), av_offset=scores.offset, sync_dist=round(scores.min_dist, 3))
+        if not cfg.correct_offset or scores.offset == 0:
+            return clip_audio
+        start = a0 - scores.offset * (cfg.sample_rate // cfg.fps)  # frame i sounds at audio frame i - offset
+        shifted = np.zeros_like(clip_audio)
+        lo, hi = max(start, 0), min(start + len(clip_audio), len(samples))
+        if hi > lo:
+            shifted[lo - start:hi - start] = samples[lo:hi]
+        meta["av_offset_corrected"] = scores.offset
+        return shifted
 
     def _why_no_clip(self, issues: Counter) -> str:
         frames = issues.pop("frames", 0)
@@ -247,6 +273,8 @@ class IngestStage(Stage):
             return record.reject("no_speech", self.name)
         if self.identity is not None:  # one person throughout, and who (judged in check_identity)
             record.media = self._embed_faces(frames, last_face if arrays.follows_previous else None)
+        if self.syncnet is not None:
+            clip_audio = self._sync(meta, frames, clip_audio, audio.samples, a0)
         path = self.clip_dir / f"{key}.npz"
         save_clip(path, Clip(frames, landmarks, transforms, clip_audio))
         meta["clip_path"] = str(path)
