@@ -63,17 +63,27 @@ class FactoryConfig:
 NOT_SHAPING = {"out", "executor", "resources", "clip_store", "clip_stores", "previews"}
 
 
+SYNC_GATE_KEYS = ("syncnet_path", "sync_max_offset", "correct_offset")
+
+
+def without_idle_sync_gate(settings: dict[str, Any]) -> dict[str, Any]:
+    """With no SyncNet configured the gate changes nothing (no clip has sync scores, the sync filter
+    passes all): its keys are left out, so outputs made before it existed keep their identity."""
+    ingest = settings.get("ingest", {})
+    if ingest.get("syncnet_path") is None:
+        for key in SYNC_GATE_KEYS:
+            ingest.pop(key, None)
+        settings.get("filters", {}).pop("sync", None)
+    return settings
+
+
 def pairs_identity(cfg: FactoryConfig) -> dict[str, Any]:
-    return strip_keys(cfg.to_dict(), NOT_SHAPING)
+    return strip_keys(without_idle_sync_gate(cfg.to_dict()), NOT_SHAPING)
 
 
 def ingest_identity(cfg: FactoryConfig) -> dict[str, Any]:
     """What makes a clip store's clips what they are: the ingest settings."""
-    ingest = to_dict(cfg.ingest)
-    if ingest.get("syncnet_path") is None:  # no sync gate: stores made before it existed keep their hash
-        for key in ("syncnet_path", "sync_max_offset", "correct_offset"):
-            ingest.pop(key, None)
-    return strip_keys({"ingest": ingest}, NOT_SHAPING)
+    return strip_keys(without_idle_sync_gate({"ingest": to_dict(cfg.ingest)}), NOT_SHAPING)
 
 
 def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) -> FactoryConfig:

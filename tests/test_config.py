@@ -129,3 +129,16 @@ def test_demo_config_needs_no_weights():
     from pipelines.model_paths import missing_model_paths
 
     assert missing_model_paths(load_factory_config("configs/demo.yaml")) == []
+
+
+def test_an_idle_sync_gate_is_not_part_of_an_outputs_identity():
+    """Outputs made before the sync gate existed must not be refused for keys that change nothing."""
+    from pipelines.settings import ingest_identity, load_factory_config, pairs_identity
+
+    idle = load_factory_config(None)
+    assert "sync" not in pairs_identity(idle)["filters"]
+    assert "sync_max_offset" not in pairs_identity(idle)["ingest"] and "correct_offset" not in ingest_identity(idle)["ingest"]
+    gated = load_factory_config(None, ["ingest.syncnet_path=/models/syncnet"])
+    assert pairs_identity(gated)["filters"]["sync"]["min_sync_conf"] == 3.0
+    assert ingest_identity(gated)["ingest"]["sync_max_offset"] == 15
+    assert "sync" in idle.to_dict()["filters"]  # the config itself still has them
