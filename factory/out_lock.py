@@ -29,6 +29,7 @@ class OutputError(ConfigError):
 def hold_output(out: str | Path) -> Iterator[None]:
     out = Path(out)
     path = out / LOCK
+    fresh = not out.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
@@ -44,7 +45,12 @@ def hold_output(out: str | Path) -> Iterator[None]:
                               "wait for it to end, or use another out=...") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        except BaseException:
+            if fresh:  # refused before writing anything (bad config, missing weights): leave no folder behind
+                _remove_if_only_the_lock(out, path)
+            raise
     finally:
         os.close(fd)  # releases the lock (the file stays: removing it would race a new holder)
 
@@ -56,3 +62,14 @@ def holds_output(job):
         with hold_output(cfg.out):
             return job(cfg, *args, **kwargs)
     return locked
+
+
+def _remove_if_only_the_lock(out: Path, lock: Path) -> None:
+    try:
+        if [p for p in out.rglob("*") if p not in (lock, lock.parent)]:
+            return
+        lock.unlink()
+        lock.parent.rmdir()
+        out.rmdir()
+    except OSError:
+        pass

@@ -27,7 +27,7 @@ REQUIRED_MEMBERS = frozenset({"real.mp4", "syn_region.mp4", "alpha.npz", "real.w
                               "syn_landmarks.npy", "real_landmarks_valid.npy", "syn_landmarks_valid.npy",
                               "transforms.npy", "mask.png", "meta.json"})
 RAMP = 16  # alpha levels (of 255) over which syn goes from decoded real to the decoded region
-BOX_ALIGN = 16  # macroblock: the region's box edges sit on the codec's block grid
+BOX_ALIGN = 64  # the box edges sit on the codec's block grid, and rows are whole 64-byte lines (unpadded planes: see encode)
 BOX_MARGIN = 8  # pixels of context around the support, so the codec's blocks at its edge see it
 
 
