@@ -11,12 +11,12 @@ class MissingWeights(Exception):
     """A metric cannot run here; str() says why and which key to set."""
 
 
-def require_file(path: str | None, key: str, what: str) -> Path:
+def require_file(path: str | None, key: str, what: str, folder_ok: bool = False) -> Path:
     if not path:
         raise MissingWeights(f"{key} is not set: {what}")
     p = Path(path)
-    if not p.is_file():
-        raise MissingWeights(f"{key}={path!r} is not a file: {what}")
+    if not (p.is_file() or (folder_ok and p.is_dir())):
+        raise MissingWeights(f"{key}={path!r} is not a {'file or folder' if folder_ok else 'file'}: {what}")
     return p
 
 
@@ -77,21 +77,12 @@ def load_embedder(backend: str, arcface_path: str | None, device: str = "cpu"):
 
 
 def load_sync(syncnet_path: str | None, device: str = "cpu"):
-    """(sync_scores, model): factory.metrics.sync's scorer and a SyncNet from `syncnet_path`."""
+    """(sync_scores, model): factory.metrics.sync's scorer and a SyncNet from `syncnet_path`.
+    Eval hands it full aligned face crops (eval.sync_crop) made by the same alignment as ingest's
+    clips, so the net sees the geometry it was trained on; it takes the lower half itself."""
+    from factory.metrics.sync import sync_scores
+    from factory.models.syncnet_s import load_syncnet
+
     what = "Sync-C/Sync-D need SyncNet weights at a local path (see `factory train-syncnet`)"
-    path = require_file(syncnet_path, "eval.syncnet_path", what)
-    try:
-        from factory.metrics import sync
-    except ImportError as exc:
-        raise MissingWeights(f"factory.metrics.sync is not available in this build ({exc})") from None
-    loader = getattr(sync, "load_syncnet", None)
-    if loader is None:
-        try:
-            from factory.models import syncnet as syncnet_module
-        except ImportError:
-            syncnet_module = None
-        loader = getattr(syncnet_module, "load_syncnet", None)
-    if loader is None or not hasattr(sync, "sync_scores"):
-        raise MissingWeights("no SyncNet loader (load_syncnet) or sync_scores found in "
-                             "factory.metrics.sync / factory.models.syncnet")
-    return sync.sync_scores, loader(str(path), device=device)
+    path = require_file(syncnet_path, "eval.syncnet_path", what, folder_ok=True)
+    return sync_scores, load_syncnet(str(path), device=device, key="eval.syncnet_path")

@@ -127,13 +127,36 @@ class Sync(Metric):
 
 
 class Pooled(Metric):
-    """Features of both sides collected item by item; one Fréchet distance at the end."""
+    """Features of both sides collected item by item; one Fréchet distance at the end. A subclass
+    names its feature network's config key and says which batches of an item it embeds."""
 
     key = ""
+    weights_key = ""
+    needs = ""  # what the network is, for the note when its weights are missing
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.features: dict[str, list[np.ndarray]] = {"generated": [], "reference": []}
+
+    def setup(self):
+        path = getattr(self.cfg, self.weights_key.split(".")[-1])
+        self.model = load_torchscript(path, self.weights_key, self.needs, self.cfg.device)
+
+    def batches(self, item: EvalItem, side: str):
+        """The side's feature-network input batches for this item, or None when it has none."""
+        raise NotImplementedError
+
+    def extract_kwargs(self) -> dict:
+        raise NotImplementedError
+
+    def score(self, item):
+        from factory.metrics.frechet import extract
+
+        for side in ("generated", "reference"):
+            batches = self.batches(item, side)
+            if batches is not None:
+                self.features[side].append(extract(self.model, batches, **self.extract_kwargs()))
+        return {}
 
     def pooled(self):
         from factory.metrics.frechet import feature_distance
@@ -147,49 +170,37 @@ class Pooled(Metric):
 
 
 class FID(Pooled):
-    key = "fid"
+    key, weights_key = "fid", "eval.fid_extractor_path"
+    needs = "FID needs an Inception feature network as a local TorchScript (e.g. inception-2015-12-05.pt)"
 
-    def setup(self):
-        self.model = load_torchscript(
-            self.cfg.fid_extractor_path, "eval.fid_extractor_path",
-            "FID needs an Inception feature network as a local TorchScript (e.g. inception-2015-12-05.pt)",
-            self.cfg.device)
+    def batches(self, item, side):
+        from factory.metrics.frechet import image_batches
 
-    def score(self, item):
-        from factory.metrics.frechet import extract, image_batches
+        frames = getattr(item, side)[self.sampled(len(item.generated))]
+        return image_batches(frames, self.cfg.fid_size, device=self.cfg.device)
 
-        idx = self.sampled(len(item.generated))
-        for side in ("generated", "reference"):
-            frames = getattr(item, side)[idx]
-            self.features[side].append(extract(self.model, image_batches(frames, self.cfg.fid_size,
-                                                                          device=self.cfg.device),
-                                               **(FID_KWARGS if self.cfg.fid_kwargs is None else self.cfg.fid_kwargs)))
-        return {}
+    def extract_kwargs(self):
+        return FID_KWARGS if self.cfg.fid_kwargs is None else self.cfg.fid_kwargs
 
 
 class FVD(Pooled):
-    key = "fvd"
+    key, weights_key = "fvd", "eval.fvd_extractor_path"
+    needs = "FVD needs a video network (I3D) as a local TorchScript (e.g. i3d_torchscript.pt)"
 
-    def setup(self):
-        self.model = load_torchscript(
-            self.cfg.fvd_extractor_path, "eval.fvd_extractor_path",
-            "FVD needs a video network (I3D) as a local TorchScript (e.g. i3d_torchscript.pt)",
-            self.cfg.device)
-
-    def score(self, item):
-        from factory.metrics.frechet import extract, video_batches
+    def batches(self, item, side):
+        from factory.metrics.frechet import video_batches
 
         t = self.cfg.fvd_frames
         windows = len(item.generated) // t
         if windows == 0:
-            item.notes.append(f"shorter than eval.fvd_frames={t}: no FVD clip")
-            return {}
-        for side in ("generated", "reference"):
-            clips = getattr(item, side)[: windows * t].reshape(windows, t, *item.generated.shape[1:])
-            self.features[side].append(extract(self.model, video_batches(clips, self.cfg.fvd_size,
-                                                                          device=self.cfg.device),
-                                               **(FVD_KWARGS if self.cfg.fvd_kwargs is None else self.cfg.fvd_kwargs)))
-        return {}
+            if side == "generated":
+                item.notes.append(f"shorter than eval.fvd_frames={t}: no FVD clip")
+            return None
+        clips = getattr(item, side)[: windows * t].reshape(windows, t, *item.generated.shape[1:])
+        return video_batches(clips, self.cfg.fvd_size, device=self.cfg.device)
+
+    def extract_kwargs(self):
+        return FVD_KWARGS if self.cfg.fvd_kwargs is None else self.cfg.fvd_kwargs
 
 
 METRICS = {s.name: s for s in [
