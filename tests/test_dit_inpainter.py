@@ -24,6 +24,15 @@ N = 4
 AUDIO_W, AUDIO_D = TINY_DIT["audio_window"], TINY_DIT["audio_dim"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds spin-waiting on a busy 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(seed: int = 0, **overrides) -> DiTInpainter:
     torch.manual_seed(seed)
     return DiTInpainter(**{**TINY_DIT, **overrides}).eval()
@@ -282,7 +291,6 @@ def test_shifted_flow_time_leans_to_noise():
     assert torch.allclose(shift_flow_time(t, 1.0), t)
 
 
-@pytest.mark.slow  # ~20 s on 2 shared cores
 def test_a_short_overfit_lowers_the_loss_clearly():
     model, z = tiny_model(seed=2).train(), random_latents(batch=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -300,6 +308,21 @@ def test_a_short_overfit_lowers_the_loss_clearly():
         optimizer.step()
     after = held_loss()
     assert after < 0.5 * before, (before, after)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model, z = tiny_model().train(), random_latents()
+    perturb_(*[a.to_out.weight for a in model.audio_attention])
+
+    def grads():
+        model.zero_grad()
+        flow_matching_loss(model, z, generator=torch.Generator().manual_seed(0)).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.enable_gradient_checkpointing()
+    assert model.gradient_checkpointing
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, grads()))
 
 
 # 4. sampler -------------------------------------------------------------------------------------
@@ -328,7 +351,6 @@ def test_sampler_is_seeded_honours_steps_and_keeps_motion_frames_clean():
     assert not torch.allclose(guided, draw(7, steps=4))
 
 
-@pytest.mark.slow  # the tiny VAE encodes and decodes ~100 frames: ~25 s on 2 shared cores
 def test_generate_long_bridges_segments_with_five_motion_frames(codec):
     model = tiny_model(latent_channels=16)
     batch = contract_batch(frames=45)
@@ -343,3 +365,18 @@ def test_generate_long_bridges_segments_with_five_motion_frames(codec):
                           steps=2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(short, out[:, :, :25])
     assert not torch.equal(out[:, :, 25:30], out[:, :, 20:25])
+
+
+def test_generate_long_pads_a_short_tail_and_can_start_from_the_source_motion(codec):
+    model = tiny_model(latent_channels=16)
+    batch = contract_batch(frames=30)  # 25 + a 5-frame tail: its segment is 5 motion + 8 (padded) frames
+    codec.encoded.clear()
+    out = generate_long(model, codec, batch["target"], batch["face_mask"], batch["audio_features"],
+                        batch["references"], steps=2, generator=torch.Generator().manual_seed(0),
+                        first_motion="source")
+    assert out.shape == (1, 3, 30, 16, 16)
+    assert any(torch.equal(v, batch["target"][:, :, :5]) for v in codec.encoded)  # the source's own motion
+    assert any(v.shape[2] == 13 for v in codec.encoded)  # the tail: 10 frames padded to 1 + 4k
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        generate_long(model, codec, batch["target"], batch["face_mask"], batch["audio_features"],
+                      batch["references"], segment_frames=24)

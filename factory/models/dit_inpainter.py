@@ -233,7 +233,7 @@ class DiTInpainter(ModelMixin, ConfigMixin):
         n_ref_tokens = self.config.num_reference_frames * tokens_per_frame
 
         # Wan's own embedding path, with a per-token timestep (the Wan 2.2 TI2V path); Wan wants t*1000
-        timestep = self.token_timesteps(t, latent_frames, tokens_per_frame, motion_frames) * 1000
+        timestep = self.token_timesteps(t.float(), latent_frames, tokens_per_frame, motion_frames) * 1000
         rotary = wan.rope(x)
         hidden = wan.patch_embedding(x).flatten(2).transpose(1, 2).contiguous()
         context = self.text_context.expand(b, -1, -1).to(hidden.dtype)
