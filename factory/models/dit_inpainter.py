@@ -294,7 +294,10 @@ class DiTInpainter(ModelMixin, ConfigMixin):
         widen_patch_embedding(wan, 2 * latent_channels + r)
         wan_config = {k: wan.config[k] for k in WAN_KEYS}
         model = cls(latent_channels=latent_channels, transformer=wan, **wan_config, **inpainter_kwargs)
-        return model.to(dtype=wan.dtype) if torch_dtype is not None else model
+        if torch_dtype is not None:  # only the new parts: Wan keeps its fp32 modules (rope, norms) as loaded
+            model.audio_attention.to(torch_dtype)
+            model.text_context.data = model.text_context.data.to(torch_dtype)
+        return model
 
 
 # 3. a pretrained Wan transformer, widened ------------------------------------------------------
