@@ -77,3 +77,21 @@ def test_rejected_rows_carry_their_detail(tmp_path):
     detail = {r["key"]: r["detail"] for r in read_table(tmp_path / "t.parquet")}
     assert detail == {"p1": "lmd = 0.8312 < 1.5", "c1": "speech in 3% of the clip",
                       "v1": "16x16 < 64", "p2": None}
+
+
+def test_a_stage_error_row_carries_the_exception_message(tmp_path):
+    from factory.stage import Stage
+
+    class Picky(Stage):
+        name = "picky"
+
+        def process(self, records):
+            for r in records:
+                if r.meta["x"] < 0:
+                    raise ValueError(f"x must be >= 0, got {r.meta['x']}")
+            return records
+
+    out = Picky()([Record("a", "pair", meta={"x": 1}), Record("b", "pair", meta={"x": -1})])
+    rows = {r["key"]: r for r in table_of(out, tmp_path)}
+    assert rows["b"]["reason"] == "picky_error:ValueError"
+    assert rows["b"]["detail"] == "ValueError: x must be >= 0, got -1" and rows["a"]["detail"] is None
