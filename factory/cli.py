@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import textwrap
 import threading
 from contextlib import contextmanager
 
@@ -22,33 +23,73 @@ EXIT_CODES = """exit codes:
   130  interrupted (Ctrl-C; SIGTERM: 143, or 1 inside a Ray call): rerun the same command to resume"""
 
 
+DESCRIPTION = ("Make pseudo-pair training data for lip-sync models: ingest talking-head videos into "
+               "face clips, pair each clip with a generated mouth, and write WebDataset shards with a "
+               "manifest and a per-sample table.")
+
+REFILTER_NOTE = ("Each refilter starts again from the run's own thresholds (OUT/config.yaml) and its recorded "
+                 "scores: it does not build on an earlier refilter, so give every threshold you want changed "
+                 "each time.")
+
+COMMANDS = {  # name: (one line for `factory --help`, the sentence(s) at the top of `factory NAME --help`)
+    "run": ("Ingest videos, make pairs, write shards and a manifest.",
+            "Ingest the input videos into a clip store, make pairs from the clips, and write shards, "
+            "manifest.json, samples.parquet and a report into out. Rerun the same command to resume."),
+    "ingest": ("Ingest videos into a clip store (no pairs).",
+               "Ingest the input videos into a clip store that `factory pairs` and `factory train-syncnet` "
+               "can read (clip_stores=[...])."),
+    "pairs": ("Make pairs from clip stores, write shards and a manifest.",
+              "Make pairs from existing clip stores (clip_stores=[...]) and write shards, manifest.json "
+              "and samples.parquet into out, without ingesting again."),
+    "refilter": ("Re-judge a finished run's recorded scores with new thresholds.",
+                 "Re-judge a finished run's recorded scores with new filter thresholds, without running "
+                 "any model; the run's shards are not changed. " + REFILTER_NOTE),
+    "verify": ("Check an output folder against its manifest.",
+               "Check an output folder against its manifest: every shard's size and checksum, the "
+               "sample keys, and the per-sample table."),
+    "eval": ("Measure generated videos against references, or a run's pairs.",
+             "Measure generated videos against references, or a finished run's pairs (PSNR, SSIM, LPIPS, "
+             "LMD, CSIM, Sync-C/D, FID, FVD), and write the numbers as JSON."),
+    "report": ("Write one self-contained HTML page about a finished run.",
+               "Write one self-contained HTML page about a finished run: counts, rejections, score "
+               "histograms, throughput and a gallery of pairs."),
+    "train-syncnet": ("Train a SyncNet on clip stores.",
+                      "Train a SyncNet on clip stores; its out/final folder is what ingest.syncnet_path "
+                      "takes."),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="factory", description=__doc__, epilog=EXIT_CODES,
+    parser = argparse.ArgumentParser(prog="factory", description=textwrap.fill(DESCRIPTION, 100), epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "ingest videos, make pairs, write shards and a manifest"),
-                       ("ingest", "ingest videos into a clip store (no pairs)"),
-                       ("pairs", "make pairs from clip stores (clip_stores=[...]), write shards and a manifest")):
-        cmd = sub.add_parser(name, help=text)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        short, long = COMMANDS[name]
+        return sub.add_parser(name, help=short, description=textwrap.fill(long, 100), epilog=EXIT_CODES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    for name in ("run", "ingest", "pairs"):
+        cmd = command(name)
         cmd.add_argument("config", help="YAML file, e.g. configs/demo.yaml")
         cmd.add_argument("overrides", nargs="*", help="key=value, e.g. out=runs/x executor.kind=local")
-        cmd.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    refilter = sub.add_parser("refilter", help="re-judge a finished run's recorded scores with new thresholds")
+        cmd.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bars, and only warnings and errors logged")
+    refilter = command("refilter")
     refilter.add_argument("out", help="the run's output directory")
     refilter.add_argument("overrides", nargs="*", help="filters.key=value, e.g. filters.identity.min_csim=0.9")
-    verify = sub.add_parser("verify", help="check an output directory against its manifest")
+    verify = command("verify")
     verify.add_argument("out", help="the run's output directory")
-    evaluate = sub.add_parser("eval", help="measure generated videos against references, or a run's pairs "
-                              "(PSNR, SSIM, LPIPS, LMD, CSIM, Sync-C/D, FID, FVD)")
+    evaluate = command("eval")
     evaluate.add_argument("target", nargs="?", help="a finished run's folder or its manifest.json "
                           "(or give eval.generated=DIR eval.reference=DIR)")
     evaluate.add_argument("overrides", nargs="*", help="eval.key=value, e.g. eval.out=eval.json")
     evaluate.add_argument("--config", help="YAML file with an `eval:` section")
-    report = sub.add_parser("report", help="write one self-contained HTML page about a finished run")
+    report = command("report")
     report.add_argument("out", help="the run's output directory")
     report.add_argument("-o", "--output", help="where to write it (default OUT/report.html)")
     report.add_argument("--pairs", type=int, default=12, help="kept pairs in the gallery (default 12)")
-    syncnet = sub.add_parser("train-syncnet", help="train a SyncNet on clip stores (out/final: ingest.syncnet_path)")
+    syncnet = command("train-syncnet")
     syncnet.add_argument("config", help="YAML file, e.g. configs/syncnet_cpu.yaml")
     syncnet.add_argument("overrides", nargs="*", help="key=value, e.g. clip_stores=[runs/demo/clips/ingest-...] executor=ray")
     return parser
@@ -56,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet = getattr(args, "quiet", False)  # -q: warnings and errors only (the embedded Ray follows)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with _sigterm_unwinds():
         try:
             if args.command in ("run", "ingest", "pairs"):
@@ -167,7 +209,8 @@ def refilter_command(out: str, overrides: list[str]) -> int:
         print(f"factory: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     info = summary["refilter"]
-    print(f"refiltered {out}: {info['kept']} pairs kept")
+    print(f"refiltered {out}: {info['kept']} pairs kept (judged from the run's thresholds with only "
+          "these changes, not on top of an earlier refilter)")
     for reason, n in summary["rejections"].items():
         print(f"  rejected {reason:<32} {n}")
     if info["would_pass_without_bytes"]:

@@ -5,7 +5,8 @@ OmegaConf structured configs do the work: the schema's types are checked (an `in
 Components own their settings: each settings class lives beside its stage, filter or generator,
 and a command composes them into its schema (`pipelines/settings.py` for `factory run`).
 
-Override values are parsed as YAML data (`yaml.safe_load`), never evaluated.
+Override values are parsed as YAML data (`yaml.safe_load`), never evaluated. On the command line a
+`#` is text, not a YAML comment: `input.paths=[/data/my #1 videos]` names that folder.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = _parse_value(raw, key.strip()) if raw != "" else None
         keys = key.strip().split(".")
         node = data
         for k in keys[:-1]:
@@ -55,6 +56,31 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
                 raise ConfigError(f"override '{item}': '{k}' is not a section")
         node[keys[-1]] = value
     return data
+
+
+# A shell has already taken its comments out of a command line: a `#` left in a value is part of it
+# (a path like `/data/my #1 videos`). YAML would read ` #...` as a comment, so it is swapped for a
+# private-use character while parsing and put back in every string afterwards.
+_HASH = "\ue000"
+
+
+def _parse_value(raw: str, key: str) -> Any:
+    try:
+        return _restore_hash(yaml.safe_load(raw.replace("#", _HASH)))
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {key}={raw}: not a valid value ({problem}); a list is "
+                          "[a, b], and text holding YAML characters goes in quotes") from None
+
+
+def _restore_hash(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(_HASH, "#")
+    if isinstance(value, list):
+        return [_restore_hash(v) for v in value]
+    if isinstance(value, dict):
+        return {_restore_hash(k): _restore_hash(v) for k, v in value.items()}
+    return value
 
 
 def build(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:

@@ -10,6 +10,9 @@ and cleaned up after (factory/cluster.py starts and stops it).
   other. A driver killed with `kill -9` leaves Ray's agents running (they are not fate-shared with
   it); the next start kills the processes that still use a dead driver's folder, and keeps only the
   newest KEEP dead folders (their logs), so neither processes nor session folders pile up.
+- Quiet: Ray logs at the driver's level (`factory -q` logs warnings and errors only, so no
+  "Started a local Ray instance"), and its warning that token auth is on (Ray's default for a new
+  local cluster, which the factory wants) is dropped: it only says how to turn auth off.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ def start(num_cpus: int | None, num_gpus: int | None) -> Path:
     _prune_sessions(folder)  # one process may start and stop Ray many times (tests, notebooks)
     main = threading.current_thread() is threading.main_thread()
     caller_sigterm = signal.getsignal(signal.SIGTERM) if main else None
-    with _loopback_only():
+    with _loopback_only(), _without(AUTH_ON_NOTICE):
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host="127.0.0.1",
-                 _node_ip_address="127.0.0.1", _temp_dir=str(folder), log_to_driver=True)
+                 _node_ip_address="127.0.0.1", _temp_dir=str(folder), log_to_driver=True,
+                 logging_level=max(logging.getLogger().getEffectiveLevel(), logging.INFO))
     if callable(caller_sigterm):  # ray.init replaced it: the caller's own (the CLI unwinds, shutting Ray down) wins
         signal.signal(signal.SIGTERM, caller_sigterm)
     return folder
@@ -53,6 +57,25 @@ def stop() -> None:
     if ray.is_initialized():
         ray.shutdown()
     _kill(processes_using(ROOT / _owner_name(os.getpid())))
+
+
+AUTH_ON_NOTICE = ("ray._private.authentication.authentication_token_setup",
+                  "Token authentication is enabled for this Ray cluster")
+
+
+@contextmanager
+def _without(notice: tuple[str, str]) -> Iterator[None]:
+    """Drops the log records of logger `notice[0]` that start with `notice[1]`, meanwhile."""
+    logger, text = logging.getLogger(notice[0]), notice[1]
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(text)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def clean_stale() -> None:

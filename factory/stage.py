@@ -121,6 +121,7 @@ class Stage:
                 error = exc
                 log.warning("%s failed on %s (attempt %d):\n%s", self.name, record.key, attempt + 1,
                             traceback.format_exc())
+        record.meta["reject_detail"] = f"{type(error).__name__}: {error}"[:500]  # samples.parquet's detail
         return [record.reject(f"{self.name}_error:{type(error).__name__}", self.name)]
 
 

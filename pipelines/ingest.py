@@ -66,10 +66,16 @@ def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record],
     """Every clip and rejection of the readable videos, from the store or freshly ingested."""
     todo = [v for v in videos if not v.rejected and not store.is_done(v.key)]
     records = [r for v in videos if not v.rejected and store.is_done(v.key) for r in store.video_records(v.key)]
-    bar = tqdm(desc="ingest", unit="clip", disable=not progress)
+    bar = tqdm(desc="ingest", total=len(todo), unit="video", disable=not progress)
+    seen, made = set(), 0  # a video's records arrive together: its first one means it is done
     for record in executor.map([IngestStage(cfg.ingest, store)], todo):
         records.append(record)
-        bar.update(1)
+        made += record.kind == "clip" and not record.rejected
+        video = record.meta.get("video_key", record.key)
+        if video not in seen:
+            seen.add(video)
+            bar.update(1)
+        bar.set_postfix(clips=made, refresh=False)
     bar.close()
     return sorted(records, key=lambda r: r.key)
 
@@ -90,7 +96,8 @@ def _ingest_command(cfg: FactoryConfig, executor, progress: bool) -> dict[str, A
     videos, skipped = find_videos(cfg, Path(cfg.out))
     store = clip_store_for(cfg)
     records = ingest(cfg, executor, store, videos, progress)
-    reasons = Counter(r.rejected for r in records + videos if r.rejected)
+    latest = {r.key: r for r in videos + records}  # a video rejected in ingest is in both (local executor: one object)
+    reasons = Counter(r.rejected for r in latest.values() if r.rejected)
     return {"clip_store": str(store.path), "videos_in": len(videos),
             "clips": sum(1 for r in records if r.kind == "clip" and not r.rejected),
             "rejections": dict(reasons.most_common()), "files_skipped_by_extension": skipped,

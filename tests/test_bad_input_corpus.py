@@ -61,11 +61,16 @@ def test_one_run_over_the_whole_corpus(tmp_path, corpus):
     for name, reason in bad.items():
         rows = by_video[video_key(folder / name)]
         assert [(r["kind"], r["reason"]) for r in rows] == [("video", reason)], name
+    # the numbers behind a reason are in the table, not only in the ledger
+    assert by_video[video_key(folder / "tiny_16x16.mp4")][0]["detail"] == "16x16 < 64"
+    assert by_video[video_key(folder / "silent.mp4")][0]["detail"].startswith("speech in ")
+    assert '"no_face"' in by_video[video_key(folder / "no_face.mp4")][0]["detail"]  # per-reason frame counts
     first = min(good, key=lambda name: video_key(folder / name))
     for name in good:  # all four are one video (copies, a re-timing, a rotation): read, cut, then deduplicated
         rows = by_video[video_key(folder / name)]
         assert all(r["kind"] != "video" for r in rows), (name, rows[0]["reason"])  # read and cut into clips
         assert all(r["fate"] == "kept" or r["reason"] for r in rows)
+        assert all(r["fate"] == "unused" for r in rows if r["kind"] == "frames")  # frames no clip took, and why
         if name == first:
             assert any(r["fate"] == "kept" for r in rows), (name, [(r["key"], r["reason"]) for r in rows])
         else:

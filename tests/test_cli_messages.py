@@ -2,6 +2,8 @@
 
 import subprocess
 
+import pytest
+
 from factory.cli import main
 from tests.cli import LOCAL, QUIET, factory_command, run_args
 
@@ -31,3 +33,74 @@ def test_help_lists_the_exit_codes():
     assert "exit codes:" in text
     for code in ("  0 ", "  2 ", "  3 ", "  4 ", "130"):
         assert code in text
+
+
+COMMANDS = ["run", "ingest", "pairs", "refilter", "verify", "eval", "report", "train-syncnet"]
+
+
+def help_of(*command: str) -> str:
+    return subprocess.run(factory_command(*command, "--help"), capture_output=True, text=True, check=True).stdout
+
+
+def test_every_help_says_what_the_command_does_and_lists_the_exit_codes():
+    top = help_of()
+    assert "`factory run|" not in top and "the command-line entry point" not in top  # was the module docstring
+    description = top.split("\n\n")[1]
+    assert description[0].isupper() and description.rstrip().endswith(".")
+    for name in COMMANDS:
+        text = help_of(name)
+        assert "exit codes:" in text and "  3  no input to read" in text, name
+        about = " ".join(text.split("\n\n")[1].split())  # the paragraph after the usage line
+        assert about[0].isupper() and about.endswith("."), (name, about)
+        assert name in top
+
+
+def test_refilter_says_it_does_not_build_on_an_earlier_refilter():
+    from pathlib import Path
+
+    said = " ".join(help_of("refilter").split())
+    assert "does not build on an earlier refilter" in said and "run's own thresholds" in said
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "does not build on an earlier refilter" in readme
+
+
+def test_a_hash_in_a_value_is_part_of_it(tmp_path):
+    from pipelines.settings import load_factory_config
+
+    cfg = load_factory_config("configs/demo.yaml", [f"input.paths=[{tmp_path}/my #1 videos, b]",
+                                                    f"out={tmp_path}/a #b", 'input.speaker_map="q #r"'])
+    assert cfg.input.paths == [f"{tmp_path}/my #1 videos", "b"] and cfg.out == f"{tmp_path}/a #b"
+    assert cfg.input.speaker_map == "q #r"
+
+
+def test_the_ingest_bar_counts_videos_and_the_clips_they_made(tmp_path):
+    """Two files that are no videos: the bar reaches 2/2 videos with 0 clips (it counted each
+    rejected video as a clip)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "noise.mp4").write_bytes(bytes(range(256)) * 20)
+    result = subprocess.run(factory_command("ingest", "configs/demo.yaml", "input.demo=false",
+                                            f"input.paths=[{videos}]", LOCAL, f"out={tmp_path / 'out'}"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = result.stderr.split("\r")[-1]
+    assert "ingest: 100%" in final and "2/2" in final and "clips=0" in final, result.stderr[-1000:]
+
+
+@pytest.mark.slow
+def test_a_second_refilter_starts_from_the_runs_thresholds(finished_run, tmp_path, capsys):
+    import shutil
+
+    from manifests.table import read_table
+
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    kept = sorted(r["key"] for r in read_table(out / "samples.parquet") if r["fate"] == "kept")
+    assert kept
+    assert main(["refilter", str(out), "filters.mouth_distance.min_lmd=1000"]) == 0
+    assert "0 pairs kept" in capsys.readouterr().out
+    assert main(["refilter", str(out), "filters.mouth_distance.enabled=true"]) == 0  # changes nothing
+    said = capsys.readouterr().out
+    assert f"{len(kept)} pairs kept" in said and "not on top of an earlier refilter" in said
+    assert sorted(r["key"] for r in read_table(out / "samples.parquet") if r["fate"] == "kept") == kept

@@ -2,28 +2,72 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+import threading
 
 import numpy as np
 
+# What MediaPipe's C++ side prints straight to file descriptor 2 while its graphs start, run and
+# close, whatever GLOG_* / TF_CPP_* say (absl logging before InitializeLog; TFLite's delegate
+# note): warnings and notes, from the graphs' own threads, at any time. Errors ("E0000") pass.
+NATIVE_NOISE = (b"W0000 00:00:", b"I0000 00:00:", b"INFO: Created TensorFlow Lite",
+                b"WARNING: All log messages before absl::InitializeLog()")
 
 
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """MediaPipe's C++ side prints a few harmless warnings when a graph starts and on its first
-    frame, straight to file descriptor 2 (absl, before any log set-up; deaf to GLOG_*): hide
-    them, only then, so worker logs stay readable. Python exceptions still propagate."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+class NativeNoiseFilter:
+    """While any landmarker is open, fd 2 goes through a pipe whose reader drops NATIVE_NOISE lines
+    and passes every other line on (Python tracebacks included). One per process, counted:
+    landmarkers may overlap (threads of the local executor). A line-level filter, not a time
+    window: the graphs' threads print after `process()` has returned, too."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: int | None = None
+        self._reader: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                sys.stderr.flush()
+                read, write = os.pipe()
+                self._saved = os.dup(2)
+                os.dup2(write, 2)
+                os.close(write)  # fd 2 is now the pipe's only write end: restoring it ends the reader
+                self._reader = threading.Thread(target=_pass_on, args=(read, self._saved), daemon=True,
+                                                name="native-stderr-filter")
+                self._reader.start()
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                sys.stderr.flush()
+                os.dup2(self._saved, 2)
+                self._reader.join(timeout=5)  # a child process that inherited the pipe keeps it open
+                if not self._reader.is_alive():
+                    os.close(self._saved)
+                self._saved = self._reader = None
+
+
+def _pass_on(read: int, out: int) -> None:
+    pending = b""
+    while chunk := os.read(read, 65536):
+        *lines, pending = (pending + chunk).split(b"\n")
+        _write_all(out, b"".join(line + b"\n" for line in lines if not line.startswith(NATIVE_NOISE)))
+    if not pending.startswith(NATIVE_NOISE):
+        _write_all(out, pending)
+    os.close(read)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+native_noise = NativeNoiseFilter()
 
 
 # Landmark index groups of MediaPipe's 478-point mesh.
@@ -84,9 +128,12 @@ class FaceLandmarker:
         self._roi: tuple[float, float, float] | None = None  # centre x, centre y, side (pixels)
         self._since_detection = 0
         self._crowded = False
-        self._quiet_frames = 2  # the first frames, when MediaPipe's graphs print start-up warnings
 
     def _open(self) -> None:
+        # before MediaPipe's C++ side loads: whatever logs through glog or TF's logging stays at errors
+        # (its absl warnings ignore these: NativeNoiseFilter)
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import mediapipe as mp  # imported lazily: heavy, and only needed on workers
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
@@ -99,15 +146,16 @@ class FaceLandmarker:
             model_selection=1, min_detection_confidence=self.min_confidence)  # full range: small faces too
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
-        if self._quiet_frames > 0:
-            self._quiet_frames -= 1
-            with native_stderr_silenced():
-                return self._detect(rgb)
+        if self._mesh is None:
+            native_noise.acquire()  # until close()
+            try:
+                self._open()
+            except BaseException:
+                native_noise.release()
+                raise
         return self._detect(rgb)
 
     def _detect(self, rgb: np.ndarray) -> list[np.ndarray]:
-        if self._mesh is None:
-            self._open()
         rgb = np.ascontiguousarray(rgb)
         due = (self.static or self._roi is None or self._crowded
                or self._since_detection >= self.redetect_every)
@@ -147,8 +195,7 @@ class FaceLandmarker:
         centre = (lo + hi) / 2
         return float(centre[0]), float(centre[1]), float(self.roi_scale * 0.8 * (hi - lo).max())
 
-    @staticmethod
-    def _mesh_in(rgb: np.ndarray, roi: tuple[float, float, float], mesh) -> np.ndarray | None:
+    def _mesh_in(self, rgb: np.ndarray, roi: tuple[float, float, float], mesh) -> np.ndarray | None:
         h, w = rgb.shape[:2]
         cx, cy, side = roi
         x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
@@ -168,12 +215,13 @@ class FaceLandmarker:
         self._roi = None
 
     def close(self) -> None:
-        with native_stderr_silenced():  # graph teardown warns too
-            for model in (self._mesh, self._other_mesh, self._detector):
-                if model is not None:
-                    model.close()
+        if self._mesh is None:
+            return
+        for model in (self._mesh, self._other_mesh, self._detector):
+            model.close()  # graph teardown warns too: still filtered
         self._mesh = self._other_mesh = self._detector = None
         self._roi = None
+        native_noise.release()
 
     def __enter__(self) -> "FaceLandmarker":
         return self

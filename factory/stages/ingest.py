@@ -61,6 +61,55 @@ class IngestConfig:
     resources: Resources = field(default_factory=lambda: Resources(pool_size=2))
 
 
+@dataclass
+class FrameUse:
+    """What tracking learnt about each frame a clip did not take: frames it could not use (no face,
+    several faces, too dark) and where a face track was broken (a scene cut, a face jump)."""
+    read: int = 0  # frames decoded (a video stopped at max_clips_per_video is not read to its end)
+    unusable: dict[int, str] = field(default_factory=dict)  # frame -> no_face | multiple_faces | dark_frame
+    breaks: set[int] = field(default_factory=set)  # frames that start a new track
+    stopped: bool = False  # ingest.max_clips_per_video was reached
+
+    def unused_ranges(self, clip_ranges: list[list[int]], total: int = 0) -> list[list]:
+        """[start, end, reason] (end exclusive) for every run of frames that no clip covers. A usable
+        frame is unused because its face track (between cuts, jumps and faceless frames) was shorter
+        than a clip, or was what was left of the track after its last clip, or because the video's
+        clip budget was spent; a rejected clip still covers its frames (its row says why)."""
+        used = np.zeros(self.read, bool)
+        for start, end in clip_ranges:
+            used[start:end] = True
+        last_end = max(end for _, end in clip_ranges) if clip_ranges else 0
+        reasons: list[str | None] = [None] * self.read
+        track_start = 0
+        for k in range(self.read + 1):  # tracks: runs of usable frames, split at breaks
+            if k == self.read or k in self.unusable or k in self.breaks:
+                track = range(track_start, k)
+                covered = [j for j in track if used[j]]
+                for j in track:
+                    if used[j]:
+                        continue
+                    if self.stopped and j >= last_end:
+                        reasons[j] = "max_clips_per_video"
+                    elif not covered:
+                        reasons[j] = "face_track_shorter_than_clip"
+                    else:
+                        reasons[j] = "track_remainder_shorter_than_clip" if j > covered[-1] else "between_clips"
+                track_start = k if k not in self.unusable else k + 1
+            if k < self.read and k in self.unusable and not used[k]:
+                reasons[k] = self.unusable[k]
+        if self.stopped and total > self.read:
+            reasons += ["max_clips_per_video"] * (total - self.read)  # never decoded
+        ranges: list[list] = []
+        for k, reason in enumerate(reasons):
+            if reason is None:
+                continue
+            if ranges and ranges[-1][1] == k and ranges[-1][2] == reason:
+                ranges[-1][1] = k + 1
+            else:
+                ranges.append([k, k + 1, reason])
+        return ranges
+
+
 class IngestStage(Stage):
     name = "ingest"
 
@@ -132,6 +181,11 @@ class IngestStage(Stage):
         video.meta.update(source_sha256=sha, frame_issues=dict(frame_issues))
         if not clips:
             raise MediaError(self._why_no_clip(frame_issues), json.dumps(dict(frame_issues)))
+        self._frame_use.stopped = bool(cfg.max_clips_per_video and len(clips) >= cfg.max_clips_per_video)
+        total = round(info.duration * cfg.fps) if info.duration else 0
+        # on the video's first clip (the table turns them into rows): which frames no clip used, and why
+        clips[0].meta["video_unused_frames"] = self._frame_use.unused_ranges(
+            [c.meta["frame_range"] for c in clips], total)
         return [self.check_identity(clip) for clip in clips]
 
     def check_identity(self, clip: Record) -> Record:
@@ -143,6 +197,8 @@ class IngestStage(Stage):
         clip.meta["identity_csim"] = round(identity_consistency(embeddings), 4)
         if clip.meta["identity_csim"] < self.cfg.min_identity_csim:
             Path(clip.meta.pop("clip_path")).unlink(missing_ok=True)  # never paired: not kept in the store
+            clip.meta["reject_detail"] = (f"first and last frames' faces agree {clip.meta['identity_csim']} "
+                                          f"< ingest.min_identity_csim {self.cfg.min_identity_csim}")
             return clip.reject("face_changed_in_clip", self.name)
         clip.meta["identity"] = mean_identity(embeddings)
         return clip
@@ -198,6 +254,7 @@ class IngestStage(Stage):
         the face ends the current clip. Returns per-reason counts of frames that were not used."""
         cfg = self.cfg
         issues: Counter = Counter()
+        self._frame_use = use = FrameUse()
         assembler = ClipAssembler(cfg.crop_size, cfg.clip_frames, cfg.clip_stride, cfg.landmark_smoothing_sigma,
                                   on_clip)
         crops = Background(lambda k, rgb, pts: assembler.add(k, rgb, pts) if pts is not None
@@ -210,22 +267,27 @@ class IngestStage(Stage):
                 if assembler.stopped:
                     break
                 issues["frames"] += 1
+                use.read = k + 1
                 if shot:
                     issues[shot] += 1
                     crops.put(k, None, None)
                     landmarker.reset()
                     previous = None
+                    use.breaks.add(k)
                     if shot == "dark_frame":
+                        use.unusable[k] = shot
                         continue
                 faces = landmarker.detect(rgb)
                 if not faces or len(faces) > cfg.max_faces:
                     issues["no_face" if not faces else "multiple_faces"] += 1
+                    use.unusable[k] = "no_face" if not faces else "multiple_faces"
                     crops.put(k, None, None)
                     previous = None
                     continue
                 points = faces[0][:, :2]  # the largest face
                 if previous is not None and landmark_jump(previous, points, cfg.max_face_shift, cfg.max_face_scale):
                     issues["face_jump"] += 1  # another face, or a cut the detector missed: start afresh
+                    use.breaks.add(k)
                     crops.put(k, None, None)
                 previous = points
                 crops.put(k, rgb, points)
@@ -266,10 +328,13 @@ class IngestStage(Stage):
         record = Record(key=key, kind="clip", meta=meta)
         last_face, self._last_face = self._last_face, None  # only a clip that is kept passes its face on
         if not audio.is_clean(a0, a1):
+            meta["reject_detail"] = "an audio packet inside the clip could not be decoded"
             return record.reject("audio_decode_error", self.name)
         if len(piece) < (a1 - a0) * 0.9:
+            meta["reject_detail"] = f"audio covers {len(piece) / (a1 - a0):.0%} of the clip (< 90%)"
             return record.reject("audio_shorter_than_video", self.name)
         if speech_ratio < cfg.min_speech_ratio:
+            meta["reject_detail"] = f"speech in {speech_ratio:.0%} of the clip < ingest.min_speech_ratio {cfg.min_speech_ratio}"
             return record.reject("no_speech", self.name)
         if self.identity is not None:  # one person throughout, and who (judged in check_identity)
             record.media = self._embed_faces(frames, last_face if arrays.follows_previous else None)
