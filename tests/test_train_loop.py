@@ -239,12 +239,14 @@ def test_ray_train_two_workers_checkpoints_exports_and_resumes(tmp_path):
     out = tmp_path / "run"
     started = cluster.connect(num_cpus=2)  # one embedded Ray for both runs (run_training joins it)
     try:
-        first = run_training(recipe(out, executor="ray", num_workers=2, steps=2, checkpoint_every=1, ema_decay=0.9))
+        settings = dict(executor="ray", num_workers=2, grad_accum=2, checkpoint_every=1, ema_decay=0.9)
+        first = run_training(recipe(out, steps=2, **settings))
         assert first["steps"] == 2 and (out / "final" / "model.safetensors").is_file()
         state = load_trainer_state(out / "checkpoints" / "step-00000002")
-        assert state["world_size"] == 2 and [r["data"]["source"]["position"] for r in state["ranks"]] == [2, 2]
+        assert state["world_size"] == 2 and [r["data"]["source"]["position"] for r in state["ranks"]] == [4, 4]
+        assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"]  # DDP kept the ranks in step
         assert list((out / "ray").rglob("step-00000002"))  # reported to Ray Train too
-        resumed = run_training(recipe(out, executor="ray", num_workers=2, steps=4, checkpoint_every=1, ema_decay=0.9))
+        resumed = run_training(recipe(out, steps=4, **settings))
     finally:
         cluster.disconnect(started)
     assert resumed["resumed_from"] == 2 and resumed["steps"] == 4

@@ -221,7 +221,8 @@ def train(recipe: Recipe, stop_at: int | None = None, world: World | None = None
                 ema.load_state_dict(state["ema"])
             step, history, evals, ranks = int(state["step"]), state["history"], state["evals"], state["ranks"]
             resumed = step
-            log.info("%s: resuming %s from step %d", recipe.name, out, step)
+            if world.main:
+                log.info("%s: resuming %s from step %d", recipe.name, out, step)
     model = world.prepare(raw, recipe.ddp_kwargs)
 
     # this rank's data and RNG stream (restored to the checkpoint's on resume)
@@ -276,7 +277,10 @@ def train(recipe: Recipe, stop_at: int | None = None, world: World | None = None
         if world.main and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             evals.append(held_out(recipe, raw, ema, world, autocast, step, writer))
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or step == stop_at:
-            ranks = world.gather({"rng": capture_rng(), "data": batches.state_dict()})
+            ranks = world.gather({"rng": capture_rng(), "data": batches.state_dict(), "weights": checksum(trainable)})
+            if len({r["weights"] for r in ranks}) > 1:  # DDP keeps ranks identical unless its forward is bypassed
+                log.warning("%s: the ranks' weights differ at step %d: run the trainable forward through "
+                            "`model(...)` in `loss` (DDP syncs gradients there)", recipe.name, step)
             checkpoint = None
             if world.main:
                 checkpoint = save_checkpoint(out, step, raw, {
@@ -365,6 +369,11 @@ class Window:
         row = {"loss": float(self.loss) / self.count, **{k: v / self.count for k, v in self.sums.items()}}
         self.__init__()
         return row
+
+
+def checksum(params: list[torch.Tensor]) -> float:
+    with torch.no_grad():
+        return float(sum(p.double().sum() for p in params))
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
