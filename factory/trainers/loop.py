@@ -27,6 +27,8 @@ writes TensorBoard, checkpoints and the final folder, and each checkpoint is rep
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import math
@@ -227,9 +229,9 @@ def train(recipe: Recipe, stop_at: int | None = None, world: World | None = None
 
     # this rank's data and RNG stream (restored to the checkpoint's on resume)
     seed_everything(cfg.seed + world.rank)
-    batches = ResumableBatches(recipe.train_batches(cfg.batch_size, world.rank, world.size, cfg.seed))
+    batches = ResumableBatches(recipe.train_batches(cfg.batch_size, world.rank, world.size, cfg.seed),
+                               ranks[world.rank]["data"] if ranks is not None else None)
     if ranks is not None:
-        batches.load_state_dict(ranks[world.rank]["data"])
         restore_rng(ranks[world.rank]["rng"])
 
     writer = tensorboard(out, step) if world.main else None
@@ -320,14 +322,26 @@ def lr_factor(cfg: LoopConfig):
 
 class ResumableBatches:
     """The recipe's batches with a position the loop can save and restore (see
-    `Recipe.train_batches` for the three ways)."""
+    `Recipe.train_batches` for the three ways). Iteration starts here, before the loop restores the
+    RNG states, so an iterable that draws from the global RNG when it starts (a DataLoader's worker
+    seeds) sees the same RNG state in a resumed run as in a fresh one."""
 
-    def __init__(self, source: Iterable[dict[str, Any]]):
-        self.source, self.iterator, self.drawn = source, None, 0
+    def __init__(self, source: Iterable[dict[str, Any]], state: dict[str, Any] | None = None):
+        how = None if state is None else (
+            "state_dict" if hasattr(source, "load_state_dict") and state["source"] is not None else
+            "start_at" if hasattr(source, "start_at") else "redraw")
+        if how == "state_dict":
+            source.load_state_dict(state["source"])
+        elif how == "start_at":
+            source = source.start_at(state["drawn"]) or source
+        self.source, self.iterator, self.drawn = source, iter(source), 0
+        if how == "redraw":
+            log.warning("train_batches has no state_dict/start_at: redrawing %d batches to resume", state["drawn"])
+            for _ in range(state["drawn"]):
+                next(self)
+        self.drawn = state["drawn"] if state is not None else 0
 
     def __next__(self) -> dict[str, Any]:
-        if self.iterator is None:
-            self.iterator = iter(self.source)
         try:
             batch = next(self.iterator)
         except StopIteration:
@@ -339,18 +353,6 @@ class ResumableBatches:
     def state_dict(self) -> dict[str, Any]:
         own = self.source.state_dict() if hasattr(self.source, "state_dict") else None
         return {"drawn": self.drawn, "source": own}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if hasattr(self.source, "load_state_dict") and state.get("source") is not None:
-            self.source.load_state_dict(state["source"])
-        elif hasattr(self.source, "start_at"):
-            moved = self.source.start_at(state["drawn"])
-            self.source = moved if moved is not None else self.source
-        else:
-            log.warning("train_batches has no state_dict/start_at: redrawing %d batches to resume", state["drawn"])
-            for _ in range(state["drawn"]):
-                next(self)
-        self.drawn = state["drawn"]
 
 
 class Window:
@@ -484,13 +486,15 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
 
     from factory import cluster
 
-    out = Path(cfg.out)
+    out = Path(cfg.out).resolve()  # the ranks' working folders are not this one
+    recipe = copy.copy(recipe)
+    recipe.config = dataclasses.replace(recipe.config, loop=dataclasses.replace(cfg, out=str(out)))
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()
     started = cluster.connect()
     try:
         trainer = TorchTrainer(ray_worker, train_loop_config={"recipe": recipe, "stop_at": stop_at},
                                scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu),
-                               run_config=RunConfig(name=recipe.name, storage_path=str((out / "ray").resolve()),
+                               run_config=RunConfig(name=recipe.name, storage_path=str(out / "ray"),
                                                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)))
         result = trainer.fit()
         if result.error is not None:
