@@ -5,8 +5,9 @@
     with ema.swapped_in(model):  # the model holds the averaged weights inside the block
         save(model)
 
-Only parameters with `requires_grad` are averaged (frozen parts such as a VAE never change, so a
-copy of them would only cost memory). With `warmup`, the decay of update n is
+Only the parameters with `requires_grad` when the EMA is made are averaged (frozen parts such as
+a VAE never change, so a copy of them would only cost memory); they stay averaged if a recipe
+freezes some of them for a phase of training. With `warmup`, the decay of update n is
 min(decay, (1 + n) / (10 + n)), the warm-up of diffusers' `EMAModel` and TensorFlow's
 `ExponentialMovingAverage(num_updates=...)`: early averages are not dominated by the random
 initial weights. The state (shadow weights, update count) goes into every checkpoint.
@@ -25,7 +26,7 @@ class EMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), not {decay}")
         self.decay, self.warmup, self.updates = decay, warmup, 0
-        self.shadow = {name: p.detach().clone().float() for name, p in _trainable(model)}
+        self.shadow = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
 
     def current_decay(self) -> float:
         n = self.updates
@@ -34,18 +35,15 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         """shadow <- decay * shadow + (1 - decay) * weights (a lerp towards the weights)."""
-        weight = 1.0 - self.current_decay()
-        names = [n for n, _ in _trainable(model)]
-        if names != list(self.shadow):
-            raise ValueError("EMA: the model's trainable parameters changed since the EMA was made")
-        shadow = list(self.shadow.values())
-        torch._foreach_lerp_(shadow, [p.detach().float() for _, p in _trainable(model)], weight)
+        params = dict(model.named_parameters())
+        torch._foreach_lerp_(list(self.shadow.values()), [params[n].detach().float() for n in self.shadow],
+                             1.0 - self.current_decay())
         self.updates += 1
 
     @contextmanager
     def swapped_in(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         """The model with the averaged weights inside the block, its own weights again after."""
-        params = dict(_trainable(model))
+        params = {n: p for n, p in model.named_parameters() if n in self.shadow}
         saved = {n: p.detach().clone() for n, p in params.items()}
         with torch.no_grad():
             for n, p in params.items():
@@ -68,6 +66,3 @@ class EMA:
         for n, t in state["shadow"].items():
             self.shadow[n].copy_(t)
 
-
-def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]

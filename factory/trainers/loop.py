@@ -137,8 +137,10 @@ class Recipe:
         return self.config.loop
 
     def build_model(self, device: torch.device) -> torch.nn.Module:
-        """The module to train, on `device` (frozen parts allowed: `requires_grad=False`). Called
-        once per rank after seeding with `loop.seed`; random initialisation must come from torch's RNG."""
+        """The module to train, on `device`. Called once per rank after seeding with `loop.seed`
+        (random initialisation must come from torch's RNG). The parameters with `requires_grad`
+        now are the ones the optimizer, clipping and EMA handle; frozen parts (`requires_grad=False`)
+        are allowed, and a phase of training may freeze some of the trainable ones for a while."""
         raise NotImplementedError
 
     def train_batches(self, batch_size: int, rank: int, world_size: int, seed: int) -> Iterable[dict[str, Any]]:
