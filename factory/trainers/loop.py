@@ -85,12 +85,14 @@ class LoopConfig:
     executor: str = "local"  # "local" (this process) | "ray" (Ray Train TorchTrainer)
     num_workers: int = 1  # Ray Train ranks
     use_gpu: bool | None = None  # Ray Train; null: when this machine has CUDA
+    max_failures: int = 0  # Ray Train: restarts of the worker group after a failure (each resumes exactly)
     progress: bool | None = None  # a progress bar; null: when stderr is a terminal
 
 
 # keys (of the recipe's config) that may differ when resuming: they change no weight
 FREE_KEYS = {f"loop.{k}" for k in ("out", "eval_every", "eval_at_start", "log_every", "checkpoint_every",
-                                   "keep_checkpoints", "device", "executor", "num_workers", "use_gpu", "progress")}
+                                   "keep_checkpoints", "device", "executor", "num_workers", "use_gpu", "max_failures",
+                                   "progress")}
 
 
 def check_loop_config(cfg: LoopConfig, prefix: str = "loop.") -> None:
@@ -106,7 +108,7 @@ def check_loop_config(cfg: LoopConfig, prefix: str = "loop.") -> None:
     for key in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "num_workers", "log_every"):
         if getattr(cfg, key) < 1:
             raise bad(key, "must be >= 1")
-    for key in ("warmup", "eval_every", "checkpoint_every"):
+    for key in ("warmup", "eval_every", "checkpoint_every", "max_failures"):
         if getattr(cfg, key) < 0:
             raise bad(key, "must be >= 0")
     if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
@@ -483,7 +485,7 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     check_loop_config(cfg)
     if cfg.executor == "local":
         return train(recipe, stop_at)
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from factory import cluster
@@ -497,7 +499,8 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
         trainer = TorchTrainer(ray_worker, train_loop_config={"recipe": recipe, "stop_at": stop_at},
                                scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu),
                                run_config=RunConfig(name=recipe.name, storage_path=str(out / "ray"),
-                                                    checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)))
+                                                    checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                                                    failure_config=FailureConfig(max_failures=cfg.max_failures)))
         result = trainer.fit()
         if result.error is not None:
             raise result.error
