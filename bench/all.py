@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -59,12 +60,17 @@ BENCHES = [
 # (threshold calibrations) and bench/compositing_quality.py (image quality of the composite).
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_bench(bench: Bench, run: Path, tmp: Path) -> dict:
-    """The bench's JSON result, plus its wall time; an error result if it failed or overran."""
+    """The bench's JSON result, plus its wall and CPU time; an error result if it failed or overran."""
     out = tmp / f"{bench.name}.json"
     args = [a.format(run=run, clips=run / "clips") for a in bench.args]
     cmd = [sys.executable, str(bench.script), *args, "--json", str(out)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu_s()
     # A session of its own, so an overrun kills its children too (ingest's, the demo run's).
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -76,26 +82,27 @@ def run_bench(bench: Bench, run: Path, tmp: Path) -> dict:
         log, _ = proc.communicate()
         error = f"over its {bench.limit_s} s limit"
     (tmp / f"{bench.name}.log").write_text(log or "")
-    wall = round(time.perf_counter() - start, 1)
+    times = {"wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(children_cpu_s() - cpu, 1)}
     if error:
         tail = "\n".join((log or "").strip().splitlines()[-5:])
         print(f"{bench.name}: {error}\n{tail}", file=sys.stderr)
-        return {"bench": bench.name, "rows": [], "error": error, "wall_s": wall}
-    return json.loads(out.read_text()) | {"wall_s": wall}
+        return {"bench": bench.name, "rows": [], "error": error, **times}
+    return json.loads(out.read_text()) | times
 
 
 def format_table(results: list[dict]) -> str:
     """One markdown table row per measured line; a failed bench gets one row with its error."""
-    lines = ["| bench | measure | throughput | unit | ratio | reference | peak RSS (MiB) | bench wall (s) |",
+    lines = ["| bench | measure | throughput | unit | ratio | reference | peak RSS (MiB) | bench wall / CPU (s) |",
              "|---|---|---:|---|---:|---|---:|---:|"]
     for result in results:
+        times = f"{result['wall_s']} / {result.get('cpu_s', '?')}"
         if result.get("error"):
-            lines.append(f"| {result['bench']} | **failed: {result['error']}** | | | | | | {result['wall_s']} |")
+            lines.append(f"| {result['bench']} | **failed: {result['error']}** | | | | | | {times} |")
         for r in result["rows"]:
             ratio = f"{r['ratio']:.3g}" if r.get("ratio") is not None else ""
             peak = r.get("peak_rss_mb", result.get("peak_rss_mb"))
             lines.append(f"| {result['bench']} | {r['name']} | {r['throughput']:.4g} | {r['unit']} | {ratio} | "
-                         f"{r.get('reference', '')} | {peak:.0f} | {result['wall_s']} |")
+                         f"{r.get('reference', '')} | {peak:.0f} | {times} |")
     return "\n".join(lines)
 
 
@@ -123,7 +130,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown bench(es) {sorted(unknown)}; known: {sorted(names)}")
     chosen = [b for b in BENCHES if (b.name in args.only if args.only else b.default or b.name in args.include)]
-    started, load_before = time.perf_counter(), load()
+    started, load_before, cpu = time.perf_counter(), load(), children_cpu_s()
     tmp = Path(tempfile.mkdtemp(prefix="bench-all-"))
     sys.path.insert(0, str(ROOT))
     from bench.common import demo_run
@@ -135,10 +142,11 @@ def main() -> None:
     for bench in chosen:
         results.append(run_bench(bench, run, tmp))
         print(f"{bench.name}: {results[-1]['wall_s']} s", flush=True)
-    total = round(time.perf_counter() - started, 1)
+    total, total_cpu = round(time.perf_counter() - started, 1), round(children_cpu_s() - cpu, 1)
     table = format_table(results)
     header = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}; load average (1, 5, 15 min) "
-              f"{load_before} before, {load()} after; total {total} s (shared demo run {setup_s} s); "
+              f"{load_before} before, {load()} after; total {total} s wall, {total_cpu} s CPU (shared demo run "
+              f"{setup_s} s wall); "
               f"logs in {tmp}")
     print(table)
     print(header)
