@@ -50,7 +50,7 @@ BENCHES = [
     Bench("generators", ["--run", "{run}", "--pairs", "4", "--repeats", "2"], 120),
     Bench("filters", ["--run", "{run}", "--pairs", "3"], 240),
     Bench("shards", ["--run", "{run}", "--samples", "64"], 60),
-    Bench("loader", ["--run", "{run}", "--epochs", "1"], 90),
+    Bench("loader", ["--run", "{run}", "--epochs", "1", "--samples", "4"], 90),
     Bench("syncnet", ["--run", "{run}", "--steps", "8", "--clips", "1", "--frames", "30"], 150),
     Bench("decode", ["--frames", "125", "--repeats", "2"], 60),
     Bench("storage", ["--clips", "{clips}", "--pairs", "3", "--repeats", "1"], 120),
