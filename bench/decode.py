@@ -1,7 +1,7 @@
 """Decode + RGB conversion speed on a 720p H.264 clip: the colour-correct path (swscale with the
 stream's matrix, one thread) against OpenCV's BT.601-only I420 converter it replaced.
 
-    .venv/bin/python bench/decode.py [--frames 250]
+    .venv/bin/python bench/decode.py [--frames 250] [--json PATH]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import av  # noqa: E402
 import cv2  # noqa: E402
 
-from bench.common import long_720p_video  # noqa: E402
+from bench.common import add_json_flag, emit, long_720p_video, row  # noqa: E402
 from factory.media.video import frame_to_rgb  # noqa: E402
 
 
@@ -40,12 +40,17 @@ def frames_per_second(video: Path, convert, frames: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=3)
+    add_json_flag(parser)
     args = parser.parse_args()
     video = long_720p_video(Path(tempfile.gettempdir()) / "bench_720p_10s.mp4", 10)
-    for _ in range(3):  # alternate, so load from other jobs hits both alike
-        old = frames_per_second(video, opencv_bt601, args.frames)
-        new = frames_per_second(video, frame_to_rgb, args.frames)
-        print(f"opencv BT.601: {old:.0f} fps   swscale tagged matrix: {new:.0f} fps   ratio {new / old:.2f}")
+    olds, news = [], []
+    for _ in range(args.repeats):  # alternate, so load from other jobs hits both alike
+        olds.append(frames_per_second(video, opencv_bt601, args.frames))
+        news.append(frames_per_second(video, frame_to_rgb, args.frames))
+        print(f"opencv BT.601: {olds[-1]:.0f} fps   swscale tagged matrix: {news[-1]:.0f} fps   ratio {news[-1] / olds[-1]:.2f}")
+    emit("decode", [row("720p decode + RGB, swscale tagged matrix", max(news), "frames/s", max(olds),
+                        "OpenCV BT.601 I420")], args.json)
 
 
 if __name__ == "__main__":

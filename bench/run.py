@@ -1,6 +1,6 @@
 """The whole factory, in-process vs the Ray executor, side by side in one run.
 
-    .venv/bin/python bench/run.py [--videos 4]
+    .venv/bin/python bench/run.py [--videos 4] [--json PATH]
 
 Same input (demo talking-face videos), same config, fresh output directories; the Ray run is
 timed with and without Ray's start-up. Target: Ray with two workers >= 1.4x in-process on 2 cores.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import add_json_flag, emit, row  # noqa: E402
 from pipelines.settings import load_factory_config as load_config  # noqa: E402
 from factory.demo import make_demo_videos  # noqa: E402
 from factory.executors import make_executor  # noqa: E402
@@ -41,6 +42,7 @@ def timed_run(kind: str, videos: Path, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, default=4)
+    add_json_flag(parser)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_run_"))
     make_demo_videos(tmp / "videos", count=args.videos)
@@ -50,6 +52,11 @@ def main() -> None:
     print(json.dumps({"local": local, "ray": ray}, indent=1))
     print(f"Ray / in-process speed-up: {local['wall_s'] / ray['wall_s']:.2f}x whole run, "
           f"{local['wall_s'] / ray['without_startup_s']:.2f}x excluding Ray start-up (target >= 1.4x)")
+    pairs = local["pairs"]
+    emit("run", [row("whole run, Ray executor (with start-up)", pairs / ray["wall_s"], "pairs/s",
+                     pairs / local["wall_s"], "in-process run"),
+                 row("whole run, Ray executor (without start-up)", pairs / ray["without_startup_s"], "pairs/s",
+                     pairs / local["wall_s"], "in-process run")], args.json, videos=args.videos)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 one run: bytes per pair, decode frames/s (as the training reader decodes a sample), and how far
 the decoded frames are from the in-memory ones (background: syn vs real where alpha == 0).
 
-    .venv/bin/python bench/storage.py [--clips DIR] [--pairs 6] [--repeats 2]
+    .venv/bin/python bench/storage.py [--clips DIR] [--pairs 6] [--repeats 2] [--json PATH]
 
 Pairs are made here from a clip store (default: the embedded demo, ingested into a temporary
 folder): each clip re-dubbed by the next clip of its video with the `transplant` generator.
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.common import add_json_flag, emit, row  # noqa: E402
 from factory.media.encode import mp4_bytes  # noqa: E402
 from factory.records import Record  # noqa: E402
 from factory.stages.encode import pair_files  # noqa: E402
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--clips", help="a clip store folder (default: ingest the demo)")
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
+    add_json_flag(parser)
     args = parser.parse_args()
     store = Path(args.clips) if args.clips else demo_clip_store(Path(tempfile.mkdtemp(prefix="bench-storage-")))
     pairs = make_pairs(store, args.pairs)
@@ -121,6 +123,9 @@ def main() -> None:
     landmarks = np.mean([len(files["real_landmarks.npy"]) * 2 for files, _ in new]) / 1024
     print(f"format 2 whole sample: {whole:.1f} KiB (of which both sides' float32 landmarks {landmarks:.1f} KiB, "
           f"as in format 1; motion.mp4, new: {np.mean(motion) if motion else 0:.1f} KiB, in {len(motion)} of {len(new)})")
+    emit("storage", [row("sample format 2 decode", fps2, "frames/s", fps1, "format 1 decode"),
+                     row("sample format 2 video bytes", size2 / 1024, "KiB/pair", size1 / 1024, "format 1")],
+         args.json, pairs=len(pairs))
 
 
 if __name__ == "__main__":
