@@ -17,13 +17,10 @@ masks untimed):
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from importlib.metadata import entry_points
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,19 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import add_json_flag, demo_run, emit, row  # noqa: E402
 from factory.faces.masks import composite  # noqa: E402
+from factory.generators import generator_names  # noqa: E402
 from factory.records import Record  # noqa: E402
 from factory.stages.generate import GenerateConfig, GenerateStage  # noqa: E402
-
-
-def generator_names() -> list[str]:
-    """Every registered generator: the package's modules imported (they register themselves),
-    plus the entry point plugins."""
-    import factory.generators as package
-    from factory.generators import base
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
-    return sorted(set(base._REGISTRY) | {ep.name for ep in entry_points(group="factory.generators")})
 
 
 def pair_records(store: Path, n: int) -> list[Record]:

@@ -1,6 +1,6 @@
 """Mask-based generators behind one interface, looked up by name (plugins via entry points)."""
 
-from factory.generators.base import GenerationInput, Generator, generator_class, register
+from factory.generators.base import GenerationInput, Generator, generator_class, generator_names, register
 from factory.generators import transplant  # noqa: F401,E402  (the built-in generator registers itself)
 
-__all__ = ["GenerationInput", "Generator", "generator_class", "register"]
+__all__ = ["GenerationInput", "Generator", "generator_class", "generator_names", "register"]

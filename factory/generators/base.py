@@ -137,3 +137,8 @@ def generator_class(name: str) -> type[Generator]:
         raise ConfigError(f"unknown generator '{name}' (config key generate.generator; "
                           f"known: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[name]
+
+
+def generator_names() -> list[str]:
+    """Every generator that `generator_class` can build: the built-in ones and the entry points."""
+    return sorted(set(_REGISTRY) | {ep.name for ep in entry_points(group="factory.generators")})
