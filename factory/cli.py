@@ -1,4 +1,4 @@
-"""`factory run|ingest|pairs|refilter|verify|eval|report|train-syncnet ...`: the command-line entry point."""
+"""`factory run|ingest|pairs|refilter|verify|eval|report|train-syncnet|train-generator ...`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ COMMANDS = {  # name: (one line for `factory --help`, the sentence(s) at the top
     "train-syncnet": ("Train a SyncNet on clip stores.",
                       "Train a SyncNet on clip stores; its out/final folder is what ingest.syncnet_path "
                       "takes."),
+    "train-generator": ("Train a learned generator (dit_inpainter, latent_editor) on clip stores.",
+                        "Train a learned mask-based generator on clip stores (the config's `generator` key "
+                        "picks dit_inpainter or latent_editor); its loop.out/final folder is what "
+                        "generate.weights takes. Rerun the same command to resume."),
 }
 
 
@@ -92,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     syncnet = command("train-syncnet")
     syncnet.add_argument("config", help="YAML file, e.g. configs/syncnet_cpu.yaml")
     syncnet.add_argument("overrides", nargs="*", help="key=value, e.g. clip_stores=[runs/demo/clips/ingest-...] executor=ray")
+    generator = command("train-generator")
+    generator.add_argument("config", help="YAML file, e.g. configs/generator_editor_cpu.yaml")
+    generator.add_argument("overrides", nargs="*", help="key=value, e.g. clip_stores=[...] loop.steps=200 loop.executor=ray")
     return parser
 
 
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 return report_command(args.out, args.output, args.pairs)
             if args.command == "train-syncnet":
                 return train_syncnet_command(args.config, args.overrides)
+            if args.command == "train-generator":
+                return train_generator_command(args.config, args.overrides)
         except KeyboardInterrupt:  # the executor has shut its Ray down on the way out
             print("factory: interrupted; rerun the same command to resume", file=sys.stderr)
             return 130
@@ -175,6 +184,18 @@ def train_syncnet_command(config_path: str, overrides: list[str]) -> int:
 
     try:
         metrics = run_training(load_train_config(config_path, overrides))
+    except ConfigError as exc:
+        print(f"factory: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(json.dumps({k: v for k, v in metrics.items() if k != "evals"}, indent=1))
+    return 0
+
+
+def train_generator_command(config_path: str, overrides: list[str]) -> int:
+    from factory.trainers.generators import train_generator
+
+    try:
+        metrics = train_generator(config_path, overrides)
     except ConfigError as exc:
         print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -95,5 +95,10 @@ def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) 
     if settings is not None and not isinstance(settings, dict):
         raise ConfigError("config key 'generate.settings' must be a mapping")
     cfg.generate.settings = build(cls.Settings, settings or {}, prefix="generate.settings.")
+    if cls.needs_weights and not cfg.generate.weights:
+        raise ConfigError(f"generator '{cls.name}' is learned: set generate.weights to its folder "
+                          f"(`factory train-generator` writes one as loop.out/final)")
+    if cfg.generate.weights and not Path(cfg.generate.weights).is_dir():
+        raise ConfigError(f"generate.weights = {cfg.generate.weights!r} is not a folder")
     check_limits(cfg.to_dict())  # ranges, before any work: a bad value fails here, naming its key
     return cfg

@@ -59,6 +59,7 @@ class Generator:
     Settings: type = NoSettings
     reference_frames = 0  # how many reference frames the stage should pass (X-Dub: 4)
     motion_frames = 0  # how many preceding frames the stage should pass (X-Dub: 5)
+    needs_weights = False  # learned generators: True (a run without generate.weights is refused up front)
 
     def __init__(self, settings: Any = None):
         self.settings = settings if settings is not None else self.Settings()
