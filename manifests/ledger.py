@@ -34,6 +34,27 @@ def ledger_entry(key: str, kind: str, meta: dict[str, Any], shard: str | None = 
     return entry
 
 
+def read_log(path: Path, cut_torn_tail: bool = False) -> list[dict[str, Any]]:
+    """The entries of an append-only JSONL log, up to the first line a kill tore: one that is not
+    JSON, or not ended by its newline (then even a complete entry counts as torn: the next line
+    appended would be glued onto it). With cut_torn_tail the file is truncated there, so new lines
+    start clean instead of being lost behind a line no reader can parse."""
+    raw = path.read_bytes() if path.exists() else b""
+    entries, good = [], 0
+    for line in raw.split(b"\n")[:-1]:  # what follows the last newline is a torn tail
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            break
+        good += len(line) + 1
+    if cut_torn_tail and good < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+            f.flush()
+            os.fsync(f.fileno())
+    return entries
+
+
 class Ledger:
     def __init__(self, path: Path):
         self.path = path
@@ -44,20 +65,9 @@ class Ledger:
         self._file = open(path, "a", encoding="utf-8")
 
     def _load(self) -> None:
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        good = 0
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                break  # the torn tail of a killed run
+        for entry in read_log(self.path, cut_torn_tail=True):  # a killed run's torn tail: dropped
             if not is_retried(entry):
                 self.entries[entry["key"]] = entry
-            good += len(line) + 1
-        if good < len(raw):  # drop the torn tail so new lines start clean
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries
