@@ -34,22 +34,28 @@ def ledger_entry(key: str, kind: str, meta: dict[str, Any], shard: str | None = 
     return entry
 
 
-def read_log(path: Path, cut_torn_tail: bool = False) -> list[dict[str, Any]]:
-    """The entries of an append-only JSONL log, up to the first line a kill tore: one that is not
-    JSON, or not ended by its newline (then even a complete entry counts as torn: the next line
-    appended would be glued onto it). With cut_torn_tail the file is truncated there, so new lines
-    start clean instead of being lost behind a line no reader can parse."""
+def read_log(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """The entries of an append-only JSONL log, up to the first line a kill tore (not JSON). With
+    `repair` the file is mended before new lines are appended to it: a torn tail is cut off, and a
+    whole last entry that lost only its newline gets it back; either way the next line would
+    otherwise be glued onto it, and lost to every later reader."""
     raw = path.read_bytes() if path.exists() else b""
     entries, good = [], 0
-    for line in raw.split(b"\n")[:-1]:  # what follows the last newline is a torn tail
+    for line in raw.split(b"\n"):
+        if not line and good == len(raw):
+            break  # the file ends with its newline
         try:
             entries.append(json.loads(line))
         except ValueError:
             break
         good += len(line) + 1
-    if cut_torn_tail and good < len(raw):
+    if repair and good != len(raw):
         with open(path, "r+b") as f:
-            f.truncate(good)
+            if good < len(raw):
+                f.truncate(good)
+            else:
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")
             f.flush()
             os.fsync(f.fileno())
     return entries
@@ -65,7 +71,7 @@ class Ledger:
         self._file = open(path, "a", encoding="utf-8")
 
     def _load(self) -> None:
-        for entry in read_log(self.path, cut_torn_tail=True):  # a killed run's torn tail: dropped
+        for entry in read_log(self.path, repair=True):  # a killed run's torn tail: dropped
             if not is_retried(entry):
                 self.entries[entry["key"]] = entry
 

@@ -71,11 +71,11 @@ def shard_intact(path: Path, entry: dict[str, Any]) -> bool:
     return file_digest(path, "md5") == entry["md5sum"]
 
 
-def read_shard_log(path: Path, cut_torn_tail: bool = False) -> dict[str, dict[str, Any]]:
+def read_shard_log(path: Path, repair: bool = False) -> dict[str, dict[str, Any]]:
     """Committed shards by url; a line torn by a kill ends the log (its shard gets adopted). A run
-    cuts the torn tail off (cut_torn_tail) before appending: a line glued onto it would be lost, and
-    its shard with it, unprotected by the size and md5 check at the next start."""
-    return {entry["url"]: entry for entry in read_log(path, cut_torn_tail)}
+    mends the log (`repair`) before appending: a line glued onto a torn one would be lost, and its
+    shard with it, unprotected by the size and md5 check at the next start."""
+    return {entry["url"]: entry for entry in read_log(path, repair)}
 
 
 class ShardSink:
@@ -96,7 +96,7 @@ class ShardSink:
     # -- resume --------------------------------------------------------------------------------
 
     def _load_shards(self) -> dict[str, dict[str, Any]]:
-        return read_shard_log(self.shards_path, cut_torn_tail=True)
+        return read_shard_log(self.shards_path, repair=True)
 
     def _drop_damaged(self) -> list[str]:
         """A committed shard whose size or md5 is not what its log line says (truncated, bit-flipped,

@@ -43,12 +43,21 @@ def test_a_torn_shard_log_tail_is_cut_before_the_next_commit(tmp_path):
     assert sink.repaired == ["shards/pairs-000001.tar"]
 
 
-def test_a_ledger_line_missing_its_newline_counts_as_torn(tmp_path):
+def test_a_ledger_line_missing_only_its_newline_is_kept_and_ended(tmp_path):
     path = tmp_path / "ledger.jsonl"
     whole = json.dumps({"key": "a", "kind": "pair", "fate": "kept"})
     path.write_text(whole + "\n" + json.dumps({"key": "b", "kind": "pair", "fate": "kept"}))  # cut before "\n"
     ledger = Ledger(path)
-    assert list(ledger.entries) == ["a"]  # b is redone (or its shard adopted), never half-known
+    assert list(ledger.entries) == ["a", "b"]
+    ledger.append([{"key": "c", "kind": "pair", "fate": "kept"}])
+    ledger.close()
+    assert list(Ledger(path).entries) == ["a", "b", "c"]
+
+
+def test_a_torn_ledger_tail_is_cut(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_text(json.dumps({"key": "a", "kind": "pair", "fate": "kept"}) + '\n{"key": "b", "ki')
+    ledger = Ledger(path)
     ledger.append([{"key": "c", "kind": "pair", "fate": "kept"}])
     ledger.close()
     assert list(Ledger(path).entries) == ["a", "c"]
