@@ -58,7 +58,7 @@ SHAPING_CHANGES = [("ingest.clip_stride", [50]), ("filters.mouth_distance.min_lm
                    ("write.shard_maxcount", [2, 5]), ("generate.settings.colour_match", ["false"]),
                    ("augment.share", [0.5]), ("seed", [1]), ("write.keep_rejected", ["false"])]
 DAMAGES = ["truncate_shard", "flip_shard", "delete_shard", "delete_manifest", "stray_partial",
-           "torn_ledger", "delete_clip_store"]
+           "torn_ledger", "torn_shard_log", "unended_log_lines", "delete_clip_store"]
 FAULT_KILLS = ["ingest_clip", "ingest_done", "generate", "pair_written", "shard_renamed", "shard_committed",
                "rejection_recorded", "manifest"]
 
@@ -123,13 +123,20 @@ def damage(out: Path, kind: str, rng: random.Random) -> str:
             return ""
         (out / "shards" / "pairs-999999.tar.partial").write_bytes(os.urandom(1000))
         return kind
-    if kind == "torn_ledger":  # what a kill mid-append leaves
-        path = out / "state" / "ledger.jsonl"
+    if kind in ("torn_ledger", "torn_shard_log"):  # what a kill mid-append leaves
+        path = out / "state" / ("ledger.jsonl" if kind == "torn_ledger" else "shards.jsonl")
         if not path.exists():
             return ""
         with open(path, "a") as f:
-            f.write('{"key": "torn-by-the-soak", "kind": "pa')
+            f.write('{"key": "torn-by-the-soak", "kind": "pa' if kind == "torn_ledger" else '{"url": "shards/pa')
         return kind
+    if kind == "unended_log_lines":  # a kill just before a line's newline
+        done = ""
+        for path in (out / "state" / "ledger.jsonl", out / "state" / "shards.jsonl"):
+            if path.exists() and path.read_bytes().endswith(b"\n"):
+                path.write_bytes(path.read_bytes()[:-1])
+                done = kind
+        return done
     if kind == "delete_clip_store":
         stores = sorted((out / "clips").glob("ingest-*")) if (out / "clips").exists() else []
         if not stores:

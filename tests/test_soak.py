@@ -26,13 +26,14 @@ def test_the_random_plan_is_seeded_and_mixes_every_kind_of_abuse():
 def test_a_short_soak_stays_consistent(finished_run, talking_videos, tmp_path):
     assert soak.BASE == FINISHED_RUN  # so the session's finished run is the clean reference
     steps = [
-        # a deleted shard is remade; the driver is killed while writing it, the rerun finishes it
-        soak.Step(damage=["delete_shard"], kill="fault:pair_written@1"),
+        # a deleted shard is remade; the driver is killed while writing it (tearing the shard log's
+        # last line), the rerun finishes it
+        soak.Step(damage=["delete_shard"], kill="fault:pair_written@1", damage_after_kill=["torn_shard_log"]),
         # a shaping change is refused (exit 2, out untouched); the run goes on with the old settings
         # and repairs a bit flip and a lost manifest
         soak.Step(change=("write.shard_maxcount", 5), damage=["flip_shard", "delete_manifest"]),
         # a change in how it runs resumes the output; a truncated shard and a torn ledger line
-        soak.Step(change=("write.previews", 0), damage=["truncate_shard", "torn_ledger"]),
+        soak.Step(change=("write.previews", 0), damage=["truncate_shard", "torn_ledger", "unended_log_lines"]),
     ]
     key = soak.settings_key(tmp_path / "out", talking_videos, list(FINISHED_RUN))
     result = soak.soak(tmp_path, talking_videos, steps, references={key: finished_run}, start_from=finished_run)
