@@ -314,7 +314,7 @@ def soak(work: Path, videos: Path, steps: list[Step], seed: int = 0, base: tuple
         if step.change:
             tried[step.change[0]] = step.change[1]
         rec["damage_done"] = [d for d in (damage(out, k, rng) for k in step.damage) if d]
-        kill = step.kill
+        kill = unlanded = step.kill  # unlanded: the planned kill until one lands
         while True:
             overrides = [*base, *(f"{k}={v}" for k, v in tried.items())]
             before = snapshot(out)
@@ -322,7 +322,7 @@ def soak(work: Path, videos: Path, steps: list[Step], seed: int = 0, base: tuple
             rec["attempts"].append({"overrides": overrides[len(base):], "kill": kill, "rc": result["rc"],
                                     "s": result["s"]})
             if kill and result["rc"] == -signal.SIGKILL:
-                kill = None  # killed: run the same command again, to the end
+                kill = unlanded = None  # killed: run the same command again, to the end
                 rec["damage_done"] += [d for d in (damage(out, k, rng) for k in step.damage_after_kill) if d]
                 continue
             kill = None
@@ -337,6 +337,7 @@ def soak(work: Path, videos: Path, steps: list[Step], seed: int = 0, base: tuple
                     rec["problems"].append(f"refused run changed out: {sorted({p for p, _ in changed})[:6]}")
                 rec["refused"] = True
                 tried = dict(settings)
+                kill = unlanded  # a kill the refused run ended too soon for goes to the allowed run
                 continue
             break
         rec["rc"] = result["rc"]
