@@ -34,7 +34,7 @@ class ClipStore:
     @classmethod
     def for_settings(cls, root: str | Path, identity: dict[str, Any]) -> "ClipStore":
         """The store for these ingest settings under `root`, created if new."""
-        store = cls(Path(root) / f"ingest-{digest(identity)[:12]}")
+        store = cls(cls.path_for(root, identity))
         config = store.path / CONFIG
         if config.exists():
             saved = yaml.safe_load(config.read_text()) or {}
@@ -46,6 +46,11 @@ class ClipStore:
             store.video_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(config, yaml.safe_dump(identity, sort_keys=True))
         return store
+
+    @staticmethod
+    def path_for(root: str | Path, identity: dict[str, Any]) -> Path:
+        """Where the store for these settings lives (nothing is created)."""
+        return Path(root) / f"ingest-{digest(identity)[:12]}"
 
     @classmethod
     def open(cls, path: str | Path) -> "ClipStore":

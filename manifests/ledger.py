@@ -34,6 +34,33 @@ def ledger_entry(key: str, kind: str, meta: dict[str, Any], shard: str | None = 
     return entry
 
 
+def read_log(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """The entries of an append-only JSONL log, up to the first line a kill tore (not JSON). With
+    `repair` the file is mended before new lines are appended to it: a torn tail is cut off, and a
+    whole last entry that lost only its newline gets it back; either way the next line would
+    otherwise be glued onto it, and lost to every later reader."""
+    raw = path.read_bytes() if path.exists() else b""
+    entries, good = [], 0
+    for line in raw.split(b"\n"):
+        if not line and good == len(raw):
+            break  # the file ends with its newline
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            break
+        good += len(line) + 1
+    if repair and good != len(raw):
+        with open(path, "r+b") as f:
+            if good < len(raw):
+                f.truncate(good)
+            else:
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return entries
+
+
 class Ledger:
     def __init__(self, path: Path):
         self.path = path
@@ -44,20 +71,9 @@ class Ledger:
         self._file = open(path, "a", encoding="utf-8")
 
     def _load(self) -> None:
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        good = 0
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                break  # the torn tail of a killed run
+        for entry in read_log(self.path, repair=True):  # a killed run's torn tail: dropped
             if not is_retried(entry):
                 self.entries[entry["key"]] = entry
-            good += len(line) + 1
-        if good < len(raw):  # drop the torn tail so new lines start clean
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries

@@ -28,7 +28,7 @@ from factory.files import atomic_write, file_digest, fsync_dir, fsync_file
 from factory.records import Record
 from factory.stage import Resources
 from manifests.format import shard_entry
-from manifests.ledger import Ledger, ledger_entry
+from manifests.ledger import Ledger, ledger_entry, read_log
 
 @dataclass
 class WriteConfig:
@@ -71,17 +71,11 @@ def shard_intact(path: Path, entry: dict[str, Any]) -> bool:
     return file_digest(path, "md5") == entry["md5sum"]
 
 
-def read_shard_log(path: Path) -> dict[str, dict[str, Any]]:
-    """Committed shards by url; a line torn by a kill ends the log (its shard gets adopted)."""
-    shards = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                break
-            shards[entry["url"]] = entry
-    return shards
+def read_shard_log(path: Path, repair: bool = False) -> dict[str, dict[str, Any]]:
+    """Committed shards by url; a line torn by a kill ends the log (its shard gets adopted). A run
+    mends the log (`repair`) before appending: a line glued onto a torn one would be lost, and its
+    shard with it, unprotected by the size and md5 check at the next start."""
+    return {entry["url"]: entry for entry in read_log(path, repair)}
 
 
 class ShardSink:
@@ -102,7 +96,7 @@ class ShardSink:
     # -- resume --------------------------------------------------------------------------------
 
     def _load_shards(self) -> dict[str, dict[str, Any]]:
-        return read_shard_log(self.shards_path)
+        return read_shard_log(self.shards_path, repair=True)
 
     def _drop_damaged(self) -> list[str]:
         """A committed shard whose size or md5 is not what its log line says (truncated, bit-flipped,

@@ -62,6 +62,11 @@ def clip_store_for(cfg: FactoryConfig) -> ClipStore:
     return ClipStore.for_settings(cfg.clip_store_root(), ingest_identity(cfg))
 
 
+def clip_store_id(cfg: FactoryConfig) -> str:
+    """The id of clip_store_for(cfg), without creating the store (a refused run makes none)."""
+    return ClipStore.path_for(cfg.clip_store_root(), ingest_identity(cfg)).name
+
+
 def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record], progress: bool = True) -> list[Record]:
     """Every clip and rejection of the readable videos, from the store or freshly ingested."""
     todo = [v for v in videos if not v.rejected and not store.is_done(v.key)]

@@ -39,7 +39,7 @@ from filters.registry import enabled_filters
 from manifests.format import write_json_atomic, write_manifest
 from manifests.table import write_table
 from manifests.writer import ShardSink, write_preview
-from pipelines.ingest import NoInputError, clip_store_for, find_videos, ingest  # noqa: F401  (NoInputError: CLI)
+from pipelines.ingest import NoInputError, clip_store_for, clip_store_id, find_videos, ingest  # noqa: F401  (NoInputError: CLI)
 from pipelines.model_paths import check_model_paths
 from pipelines.settings import FactoryConfig, pairs_identity
 
@@ -81,9 +81,10 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory run`: ingest the input into its clip store, then make pairs from those clips."""
     start = time.monotonic()
     check_model_paths(cfg)  # bad stage settings (missing weights, unknown backend) fail before any work
-    store = clip_store_for(cfg)
     out = Path(cfg.out)
-    config_hash = claim_output(out, {**pairs_identity(cfg), "clip_stores": [store.id]})
+    # claimed before the store is made: a run refused for other settings leaves out as it was
+    config_hash = claim_output(out, {**pairs_identity(cfg), "clip_stores": [clip_store_id(cfg)]})
+    store = clip_store_for(cfg)
     stages = pair_stages(cfg, config_hash)  # contracts checked before any work
     save_config(cfg, out / "config.yaml")
     videos, skipped = find_videos(cfg, out)
