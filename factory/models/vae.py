@@ -195,7 +195,7 @@ class LatentCache:
         self.folder = Path(folder)
 
     def path(self, vae_id: str, key: str) -> Path:
-        return self.folder / vae_id / f"{re.sub(r'[^A-Za-z0-9._-]', '_', key)}.safetensors"
+        return self.folder / vae_id / f"{re.sub(r'[^A-Za-z0-9._@-]', '_', key)}.safetensors"
 
     def get(self, vae_id: str, key: str) -> torch.Tensor | None:
         from safetensors.torch import load_file
