@@ -23,7 +23,10 @@ in, so the batches are the same with any number of workers. All per-sample rando
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import cv2
@@ -204,7 +207,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         """Sample `index` as numpy arrays / tensors of the batch contract (without the batch axis)."""
         cfg, s = self.cfg, self.samples[index]
         ref = self.clips[s.clip]
-        clip = load_clip(ref.path)
+        clip = open_clip(ref.path)
         t, m, size = cfg.segment_frames, cfg.motion_frames, cfg.resolution
         crop = clip.frames.shape[1]
         refs = self.reference_indices(index, epoch)
@@ -212,7 +215,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         ref_frames = []
         for ci, f in refs:
             if ci not in loaded:
-                loaded[ci] = load_clip(self.clips[ci].path)
+                loaded[ci] = open_clip(self.clips[ci].path)
             ref_frames.append(loaded[ci].frames[f])
         lms = clip.landmarks[s.start:s.start + t].astype(np.float32) * (size / crop)
         audio = np.zeros(t * SAMPLES_PER_FRAME, np.float32)
@@ -248,13 +251,32 @@ class ClipDataset(torch.utils.data.IterableDataset):
         return feats[start - lo:start - lo + frames].float().cpu()
 
 
+def open_clip(path: str):
+    """A clip file's arrays memory-mapped (np.savez stores them uncompressed), so a sample reads
+    the frames it uses, not all of them; falls back to load_clip for a compressed file."""
+    arrays = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                return load_clip(path)
+            f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            arrays[info.filename.removesuffix(".npy")] = np.memmap(path, dtype, "r", f.tell(), shape,
+                                                                   "F" if fortran else "C")
+    return SimpleNamespace(**arrays)
+
+
 def _video(frames: np.ndarray, size: int) -> torch.Tensor:
     """(F, S, S, 3) uint8 -> (3, F, size, size) float32 in [-1, 1]."""
     if len(frames) and frames.shape[1] != size:
         interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_LINEAR
         frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
-    x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(len(frames), size, size, 3)
-    return x.permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+    x = np.asarray(frames, np.float32).reshape(len(frames), size, size, 3).transpose(3, 0, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x) / np.float32(127.5) - np.float32(1.0))
 
 
 def _hull(points: np.ndarray, size: int) -> np.ndarray:
