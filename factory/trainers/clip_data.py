@@ -302,5 +302,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def data_loader(dataset: ClipDataset, num_workers: int = 0, **kwargs) -> torch.utils.data.DataLoader:
     """A DataLoader whose batches are the same whatever `num_workers` (see the module docstring)."""
+    kwargs.setdefault("worker_init_fn", _one_thread)
     return torch.utils.data.DataLoader(dataset, batch_size=dataset.batch_size, num_workers=num_workers,
                                        collate_fn=collate, persistent_workers=False, **kwargs)
+
+
+def _one_thread(_worker_id: int) -> None:
+    """Loader workers are the parallelism: thread pools inside each would oversubscribe the cores."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
