@@ -89,3 +89,13 @@ def test_a_saved_whisper_folder_loads_and_a_missing_one_names_the_key(encoder, t
         AudioFeatures(AudioFeatureConfig())
     with pytest.raises(ConfigError, match=r"'gen\.audio\.path'"):
         AudioFeatures(AudioFeatureConfig(path=str(tmp_path)), key="gen.audio")
+
+
+def test_the_settings_load_from_yaml_data_with_a_tiny_config():
+    from factory.config import build
+
+    cfg = build(AudioFeatureConfig, {"tiny": {"d_model": 32, "max_source_positions": 50}, "window": 4, "device": "cpu"})
+    features = AudioFeatures(cfg)(torch.zeros(2, 640 * 3))
+    assert features.shape == (2, 3, 4, 32)
+    with pytest.raises(ConfigError, match=r"multiple of 50"):
+        AudioFeatures(AudioFeatureConfig(tiny={"max_source_positions": 60}))

@@ -100,6 +100,20 @@ def test_references_are_frames_of_the_same_video_outside_the_segment(store):
     assert ds.reference_indices(3, epoch=0) != ds.reference_indices(3, epoch=1)  # fresh references each epoch
 
 
+def test_clip_files_read_memory_mapped_equal_load_clip_compressed_or_not(store, tmp_path):
+    from factory.clips import load_clip
+    from factory.trainers.clip_data import open_clip
+
+    path = store.records()[0].meta["clip_path"]
+    clip = load_clip(path)
+    np.savez_compressed(tmp_path / "c.npz", frames=clip.frames, landmarks=clip.landmarks,
+                        transforms=clip.transforms, audio=clip.audio)
+    for opened in (open_clip(path), open_clip(str(tmp_path / "c.npz"))):
+        for name in ("frames", "landmarks", "transforms", "audio"):
+            assert np.array_equal(getattr(opened, name), getattr(clip, name)), name
+    assert isinstance(open_clip(path).frames, np.memmap)
+
+
 def test_short_clips_take_references_from_the_videos_other_clips(tmp_path):
     from factory.demo import SENTENCES
     from tests.syncnet_corpus import demo_clip_store

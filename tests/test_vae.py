@@ -102,6 +102,15 @@ def test_a_missing_folder_names_the_config_key(tmp_path):
         VAE(VAEConfig(kind="kl"))
     with pytest.raises(ConfigError, match=r"'vae\.kind'"):
         VAE(VAEConfig(kind="sdxl", tiny={}))
+    with pytest.raises(ConfigError, match=r"'vae\.tiny'"):
+        VAE(VAEConfig(kind="kl", tiny=True))
+
+
+def test_the_settings_load_from_yaml_data_with_a_tiny_config():
+    from factory.config import build
+
+    cfg = build(VAEConfig, {"kind": "taesd", "tiny": {"latent_channels": 8}, "device": "cpu"})
+    assert VAE(cfg).latent_channels == 8
 
 
 def test_the_latent_cache_returns_what_was_encoded(wan, tmp_path):

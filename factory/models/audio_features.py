@@ -38,7 +38,8 @@ SAMPLES_PER_STEP = SAMPLE_RATE // ENCODER_HZ  # 320
 @dataclass
 class AudioFeatureConfig:
     path: str | None = None  # a local Whisper folder (config.json, weights, preprocessor_config.json)
-    tiny: dict[str, Any] | None = None  # WhisperConfig kwargs for a random tiny encoder (tests, benchmarks)
+    tiny: Any = None  # a dict of WhisperConfig kwargs over TINY_WHISPER: a random tiny encoder (tests, benchmarks)
+    # (typed Any: the config loader refuses free keys inside a typed dict)
     window: int = 16  # encoder frames per video frame (X-Dub: 16)
     device: str | None = None  # null: cuda when present, else cpu
     seed: int = 0  # initialises the tiny encoder (so its features are reproducible)
@@ -96,6 +97,8 @@ class AudioFeatures:
             else:
                 self.extractor = WhisperFeatureExtractor(feature_size=mel)
         elif config.tiny is not None:
+            if not isinstance(config.tiny, dict):
+                raise ConfigError(f"config key '{key}.tiny' must be a mapping of WhisperConfig arguments ({{}}: the defaults)")
             wc = WhisperConfig(**{**TINY_WHISPER, **config.tiny})
             if (wc.max_source_positions * 2 * 160) % SAMPLE_RATE:
                 raise ConfigError(f"config key '{key}.tiny.max_source_positions' must be a multiple of 50 (whole seconds)")

@@ -37,7 +37,8 @@ class VAEConfig:
     kind: str = "wan"  # "wan" (AutoencoderKLWan, video) | "kl" (AutoencoderKL) | "taesd" (AutoencoderTiny)
     path: str | None = None  # local folder written by save_pretrained (or a pipeline folder + subfolder)
     subfolder: str | None = None  # e.g. "vae" inside a diffusers pipeline folder
-    tiny: dict[str, Any] | None = None  # constructor kwargs over TINY[kind]: a random tiny VAE (tests)
+    tiny: Any = None  # a dict of constructor kwargs over TINY[kind]: a random tiny VAE (tests);
+    # typed Any: the config loader refuses free keys inside a typed dict
     deterministic: bool = True  # encode to the posterior mean (cacheable), not a sample
     device: str | None = None  # null: cuda when present, else cpu
     dtype: str = "float32"  # "float32" | "bfloat16" | "float16"
@@ -79,6 +80,8 @@ def load_vae_model(config: VAEConfig, key: str = "vae") -> torch.nn.Module:
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ConfigError(f"config key '{key}.path': cannot load {cls.__name__} from {folder}: {exc}") from None
     if config.tiny is not None:
+        if not isinstance(config.tiny, dict):
+            raise ConfigError(f"config key '{key}.tiny' must be a mapping of {cls.__name__} arguments ({{}}: the defaults)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             return cls(**{**TINY[config.kind], **config.tiny})

@@ -157,8 +157,10 @@ class ClipDataset(torch.utils.data.IterableDataset):
         self.start_at(state["position"])
 
     def fingerprint(self) -> str:
+        """Names what the order depends on (clips, split, rank, settings), not where the stores lie."""
+        settings = {k: v for k, v in vars(self.cfg).items() if k != "clip_stores"}
         return digest({"clips": [(c.key, c.frames) for c in self.clips], "split": self.split, "rank": self.rank,
-                       "world_size": self.world_size, "cfg": vars(self.cfg)})
+                       "world_size": self.world_size, "cfg": settings})
 
     def positions(self) -> Iterator[tuple[int, int, int]]:
         """(position, epoch, sample index) of this rank's stream from self.position on."""
@@ -302,12 +304,6 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def data_loader(dataset: ClipDataset, num_workers: int = 0, **kwargs) -> torch.utils.data.DataLoader:
     """A DataLoader whose batches are the same whatever `num_workers` (see the module docstring)."""
-    kwargs.setdefault("worker_init_fn", _one_thread)
     return torch.utils.data.DataLoader(dataset, batch_size=dataset.batch_size, num_workers=num_workers,
                                        collate_fn=collate, persistent_workers=False, **kwargs)
 
-
-def _one_thread(_worker_id: int) -> None:
-    """Loader workers are the parallelism: thread pools inside each would oversubscribe the cores."""
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
