@@ -94,11 +94,19 @@ def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) 
     cls = generator_class(cfg.generate.generator)
     if settings is not None and not isinstance(settings, dict):
         raise ConfigError("config key 'generate.settings' must be a mapping")
-    cfg.generate.settings = build(cls.Settings, settings or {}, prefix="generate.settings.")
     if cls.needs_weights and not cfg.generate.weights:
         raise ConfigError(f"generator '{cls.name}' is learned: set generate.weights to its folder "
                           f"(`factory train-generator` writes one as loop.out/final)")
-    if cfg.generate.weights and not Path(cfg.generate.weights).is_dir():
-        raise ConfigError(f"generate.weights = {cfg.generate.weights!r} is not a folder")
+    if cfg.generate.weights:  # the folder's settings, with the ones given here on top
+        settings = {**saved_generator_settings(cfg.generate.weights, cls.name), **(settings or {})}
+    cfg.generate.settings = build(cls.Settings, settings or {}, prefix="generate.settings.")
     check_limits(cfg.to_dict())  # ranges, before any work: a bad value fails here, naming its key
     return cfg
+
+
+def saved_generator_settings(folder: str, name: str) -> dict[str, Any]:
+    """The settings a generator folder (save_pretrained) was saved with; ConfigError naming
+    generate.weights when it is not such a folder, or holds another generator."""
+    from factory.generators.base import read_generator_config
+
+    return read_generator_config(folder, name, key="generate.weights").get("settings") or {}

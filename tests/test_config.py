@@ -142,3 +142,23 @@ def test_an_idle_sync_gate_is_not_part_of_an_outputs_identity():
     assert pairs_identity(gated)["filters"]["sync"]["min_sync_conf"] == 3.0
     assert ingest_identity(gated)["ingest"]["sync_max_offset"] == 15
     assert "sync" in idle.to_dict()["filters"]  # the config itself still has them
+
+
+def test_a_generator_folder_brings_its_settings_and_the_run_can_override_them(tmp_path):
+    """generate.weights=<folder>: the folder's saved settings are the run's, unless the run gives
+    its own (then those win, key by key); a folder of another generator is refused naming the key."""
+    from factory.config import ConfigError
+    from factory.generators.transplant import TransplantGenerator, TransplantSettings
+    from pipelines.settings import load_factory_config
+
+    folder = tmp_path / "gen"
+    TransplantGenerator(TransplantSettings(colour_match=False)).save_pretrained(folder)
+    cfg = load_factory_config(None, [f"generate.weights={folder}"])
+    assert cfg.generate.settings.colour_match is False
+    cfg = load_factory_config(None, [f"generate.weights={folder}", "generate.settings.colour_match=true"])
+    assert cfg.generate.settings.colour_match is True
+    (folder / "config.json").write_text('{"generator": "dit_inpainter", "settings": {}}')
+    with pytest.raises(ConfigError, match="generate.weights"):
+        load_factory_config(None, [f"generate.weights={folder}"])
+    with pytest.raises(ConfigError, match="generate.weights"):
+        load_factory_config(None, [f"generate.weights={tmp_path / 'nowhere'}"])

@@ -87,17 +87,16 @@ class Generator:
         atomic_write(path / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, key: str = "generate.weights") -> "Generator":
-        from factory.config import ConfigError, build
+    def from_pretrained(cls, path: str | Path, key: str = "generate.weights", settings: Any = None) -> "Generator":
+        """The generator saved in `path`, with its saved settings (or `settings`, already
+        validated, e.g. the saved ones with a run's overrides on top)."""
+        from factory.config import build
 
+        config = read_generator_config(path, cls.name, key)
+        if settings is None:
+            settings = build(cls.Settings, config.get("settings") or {}, prefix=f"{key}/{CONFIG_NAME}:")
+        generator = cls(settings)
         path = Path(path)
-        if not (path / CONFIG_NAME).is_file():
-            raise ConfigError(f"{key} = {str(path)!r} is not a generator folder (no {CONFIG_NAME}; "
-                              "write one with save_pretrained)")
-        config = json.loads((path / CONFIG_NAME).read_text())
-        if config.get("generator") != cls.name:
-            raise ConfigError(f"{key} = {str(path)!r} holds generator {config.get('generator')!r}, not {cls.name!r}")
-        generator = cls(build(cls.Settings, config.get("settings") or {}, prefix=f"{key}/{CONFIG_NAME}:"))
         if (path / WEIGHTS_NAME).is_file():
             from safetensors.torch import load_file
 
@@ -116,6 +115,20 @@ class Generator:
 
     def generate(self, inp: GenerationInput) -> np.ndarray:
         raise NotImplementedError
+
+
+def read_generator_config(path: str | Path, name: str, key: str = "generate.weights") -> dict[str, Any]:
+    """A generator folder's config.json, checked to be `name`'s; ConfigError naming `key` otherwise."""
+    from factory.config import ConfigError
+
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file():
+        raise ConfigError(f"{key} = {str(path)!r} is not a generator folder (no {CONFIG_NAME}; "
+                          "write one with save_pretrained or `factory train-generator`)")
+    config = json.loads((path / CONFIG_NAME).read_text())
+    if config.get("generator") != name:
+        raise ConfigError(f"{key} = {str(path)!r} holds generator {config.get('generator')!r}, not {name!r}")
+    return config
 
 
 _REGISTRY: dict[str, type[Generator]] = {}

@@ -39,12 +39,14 @@ class GenerateConfig:
 
 def build_generator(cfg: GenerateConfig) -> Generator:
     cls = generator_class(cfg.generator)
-    if cfg.weights:
-        return cls.from_pretrained(cfg.weights)
     settings = cfg.settings
-    if settings is None or isinstance(settings, dict):  # not yet validated (built in code, not loaded)
-        settings = build(cls.Settings, settings or {}, prefix="generate.settings.")
-    return cls(settings)
+    if isinstance(settings, dict) and not settings:
+        settings = None
+    if isinstance(settings, dict):  # not yet validated (built in code, not loaded)
+        settings = build(cls.Settings, settings, prefix="generate.settings.")
+    if cfg.weights:  # the folder's own settings unless given (pipelines/settings.py merges a run's on top)
+        return cls.from_pretrained(cfg.weights, settings=settings)
+    return cls(settings if settings is not None else cls.Settings())
 
 
 class GenerateStage(Stage):
