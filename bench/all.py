@@ -47,7 +47,7 @@ class Bench:
 # (and flags) are for bigger runs.
 BENCHES = [
     Bench("ingest", ["--short", "6", "--seconds", "12"], 180),
-    Bench("generators", ["--run", "{run}", "--pairs", "4", "--repeats", "2"], 120),
+    Bench("generate", ["--run", "{run}", "--pairs", "2", "--repeats", "1", "--steps", "3"], 300),
     Bench("filters", ["--run", "{run}", "--pairs", "3"], 240),
     Bench("shards", ["--run", "{run}", "--samples", "64"], 60),
     Bench("loader", ["--run", "{run}", "--epochs", "1", "--samples", "4"], 90),
