@@ -147,6 +147,11 @@ class LatentEditorGenerator(Generator):
 
     def setup(self, device: str) -> None:
         """Models to `device`, eval mode, no gradients (edit_frames autocasts to bf16 on CUDA)."""
+        if self.editor is None:
+            from factory.config import ConfigError
+
+            raise ConfigError("generator 'latent_editor' is learned: set generate.weights to its folder "
+                              "(`factory train-generator` writes one as loop.out/final)")
         self.device = str(device)
         for model in (self.editor, self.lip_pose, self.vae):
             model.to(self.device).eval().requires_grad_(False)

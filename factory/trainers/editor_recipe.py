@@ -36,6 +36,9 @@ from factory.models.vae import VAEConfig
 from factory.trainers.clip_data import ClipDataConfig, ClipDataset, data_loader
 from factory.trainers.loop import LoopConfig, Recipe, unwrap
 
+TINY_EDITOR = {"ref_channels": 4, "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 4,
+               "lip_embed_dim": 16}
+TINY_LIP_POSE = {"num_landmarks": 40, "hidden_dim": 32, "crop_size": 16, "cnn_channels": [8, 16], "norm_num_groups": 4}
 TINY_VAE_OVERRIDES = {"block_out_channels": [16, 32], "down_block_types": ["DownEncoderBlock2D"] * 2,
                       "up_block_types": ["UpDecoderBlock2D"] * 2, "layers_per_block": 1,
                       "mid_block_add_attention": False}
@@ -53,11 +56,10 @@ class LatentEditorConfig:
     # the image VAE (kind "kl": AutoencoderKL); a local folder (SDXL's VAE) on a GPU, a tiny random one on CPU
     vae: VAEConfig = field(default_factory=lambda: VAEConfig(kind="kl", tiny=dict(TINY_VAE_OVERRIDES)))
     vae_trainable: bool = False  # train the VAE's decoder with the editor (a tiny CPU VAE only)
-    editor: dict[str, Any] = field(default_factory=lambda: {
-        "ref_channels": 4, "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 4,
-        "lip_embed_dim": 16})  # LatentEditor kwargs; latent_channels, lip_dim, num_references are filled in
-    lip_pose: dict[str, Any] = field(default_factory=lambda: {
-        "num_landmarks": 40, "hidden_dim": 32, "crop_size": 16, "cnn_channels": [8, 16], "norm_num_groups": 4})
+    # LatentEditor / LipPoseEncoder kwargs; null: the tiny CPU ones below (latent_channels, lip_dim and
+    # num_references are filled in from the VAE, the lip-pose encoder and data.reference_frames)
+    editor: Any = None
+    lip_pose: Any = None
     losses: EditorLossConfig = field(default_factory=EditorLossConfig)  # no vgg_path: perceptual skipped, with a note
     eval_segments: int = 16  # held-out segments per evaluation
     generate_batch_size: int = 16  # the exported generator's frames per pass
@@ -69,10 +71,18 @@ def data_config(cfg: LatentEditorConfig) -> ClipDataConfig:
     return dataclasses.replace(cfg.data, clip_stores=list(cfg.clip_stores or cfg.data.clip_stores))
 
 
+def editor_kwargs(cfg: LatentEditorConfig) -> dict[str, Any]:
+    return dict(TINY_EDITOR if cfg.editor is None else cfg.editor)
+
+
+def lip_pose_kwargs(cfg: LatentEditorConfig) -> dict[str, Any]:
+    return dict(TINY_LIP_POSE if cfg.lip_pose is None else cfg.lip_pose)
+
+
 def check_config(cfg: LatentEditorConfig) -> None:
     from factory.faces.landmarks import MOUTH
 
-    k = cfg.lip_pose.get("num_landmarks", 40)
+    k = lip_pose_kwargs(cfg).get("num_landmarks", 40)
     if k != len(MOUTH):
         raise ConfigError(f"config key 'lip_pose.num_landmarks' is {k}, but the clip dataset gives {len(MOUTH)} "
                           "mouth landmarks (Face Mesh's lips): set it to that")
@@ -81,7 +91,19 @@ def check_config(cfg: LatentEditorConfig) -> None:
                           f"not {cfg.vae.kind!r}")
     if cfg.data.reference_frames < 1:
         raise ConfigError("config key 'data.reference_frames' must be >= 1: the editor draws from references")
-    if cfg.editor.get("ref_fusion") == "concat" and cfg.editor.get("num_references", cfg.data.reference_frames) \
+    import inspect
+
+    from factory.models.latent_editor import LatentEditor
+    from factory.models.lip_pose import LipPoseEncoder
+
+    for key, cls, kwargs in (("editor", LatentEditor, editor_kwargs(cfg)), ("lip_pose", LipPoseEncoder, lip_pose_kwargs(cfg))):
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of {cls.__name__} arguments (or null: tiny)")
+        unknown = sorted(set(kwargs) - set(inspect.signature(cls.__init__).parameters))
+        if unknown:
+            raise ConfigError(f"unknown config key '{key}.{unknown[0]}' (not a {cls.__name__} argument)")
+    editor = editor_kwargs(cfg)
+    if editor.get("ref_fusion") == "concat" and editor.get("num_references", cfg.data.reference_frames) \
             != cfg.data.reference_frames:
         raise ConfigError("config key 'editor.num_references' must equal data.reference_frames with ref_fusion 'concat'")
 
@@ -143,8 +165,8 @@ class LatentEditorRecipe(Recipe):
             vae.decoder.requires_grad_(True)
             if vae.post_quant_conv is not None:
                 vae.post_quant_conv.requires_grad_(True)
-        lip_pose = LipPoseEncoder(**cfg.lip_pose)
-        editor = LatentEditor(**{"num_references": cfg.data.reference_frames, **cfg.editor,
+        lip_pose = LipPoseEncoder(**lip_pose_kwargs(cfg))
+        editor = LatentEditor(**{"num_references": cfg.data.reference_frames, **editor_kwargs(cfg),
                                  "latent_channels": vae.config.latent_channels, "lip_dim": lip_pose.pose_dim})
         factor = 2 ** (len(vae.config.block_out_channels) - 1) * editor.downsampling
         if cfg.data.resolution % factor:
