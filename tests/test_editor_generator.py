@@ -102,6 +102,7 @@ def test_resume_is_exact_two_plus_two_equals_four(store, tmp_path):
 @pytest.mark.slow  # ~2 min: a factory run (ingest with MediaPipe) on two short videos
 def test_train_generator_then_factory_run_with_its_weights(store, tmp_path, talking_videos):
     from factory.cli import main
+    from manifests.reader import iter_pairs
     from manifests.table import read_table
     from tests.cli import LOCAL, SMALL, run_factory
 
@@ -113,10 +114,13 @@ def test_train_generator_then_factory_run_with_its_weights(store, tmp_path, talk
     assert again.settings.resolution == 64 and again.reference_frames == 2
 
     run = tmp_path / "run"
-    assert run_factory(run, *SMALL, LOCAL, "generate.generator=latent_editor", f"generate.weights={final}",
+    assert run_factory(run, *SMALL, LOCAL, "generate.generator=latent_editor", "generate.settings=null",
+                       f"generate.weights={final}",
                        videos=talking_videos) == 0
     table = [r for r in read_table(run / "samples.parquet") if r["kind"] == "pair"]
     assert table, "no pairs were generated"
     assert all(r["fate"] == "kept" or r["reason"] for r in table)
     # every pair went through the generator: rejections, if any, come from the filters' scores
     assert not any("generat" in str(r["reason"]) for r in table), [r["reason"] for r in table]
+    for pair in iter_pairs(run / "manifest.json"):  # the kept ones (the filters judge a 2-step editor)
+        assert pair["meta"]["generator"] == "latent_editor"
