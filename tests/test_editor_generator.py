@@ -124,3 +124,25 @@ def test_train_generator_then_factory_run_with_its_weights(store, tmp_path, talk
     assert not any("generat" in str(r["reason"]) for r in table), [r["reason"] for r in table]
     for pair in iter_pairs(run / "manifest.json"):  # the kept ones (the filters judge a 2-step editor)
         assert pair["meta"]["generator"] == "latent_editor"
+
+
+def test_a_frozen_local_vae_is_recorded_not_copied(store, tmp_path):
+    """With vae.path (SDXL's VAE on a GPU; a saved tiny one here) and the VAE frozen, the generator
+    folder names that folder instead of copying it, and loads from it."""
+    import json
+
+    from diffusers import AutoencoderKL
+
+    from factory.generators.latent_editor import TINY_VAE
+    from factory.trainers.generators import train_generator
+
+    AutoencoderKL(**TINY_VAE).save_pretrained(tmp_path / "sdxl-vae")
+    train_generator(CPU_CONFIG, overrides(store, tmp_path / "run", "loop.steps=1", "loop.eval_every=0",
+                                          f"vae.path={tmp_path / 'sdxl-vae'}", "vae_trainable=false"))
+    final = tmp_path / "run" / "final"
+    assert not (final / "vae").exists()
+    assert json.loads((final / "config.json").read_text())["vae"]["path"] == str((tmp_path / "sdxl-vae").resolve())
+    generator = LatentEditorGenerator.from_pretrained(final)
+    generator.setup("cpu")
+    inp = TestLatentEditorGenerator().make_inputs(1)
+    assert generator.generate_batch(inp)[0].shape == inp[0].real_frames.shape
