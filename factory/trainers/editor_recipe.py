@@ -22,6 +22,7 @@ random CPU VAE only (a random decoder cannot draw the faces); a real VAE (SDXL's
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ TINY_VAE_OVERRIDES = {"block_out_channels": [16, 32], "down_block_types": ["Down
 @dataclass
 class LatentEditorConfig:
     generator: str = "latent_editor"
-    clip_stores: list[str] = field(default_factory=list)  # folders written by `factory ingest` (data.clip_stores if empty)
+    clip_stores: list[str] = field(default_factory=list)  # folders written by `factory ingest` (else data.clip_stores)
     # per frame: short segments (4k + 1) are enough; references come from other segments of the video
     data: ClipDataConfig = field(default_factory=lambda: ClipDataConfig(
         resolution=64, segment_frames=5, motion_frames=0, reference_frames=2, heldout_share=0.34))
@@ -91,12 +92,11 @@ def check_config(cfg: LatentEditorConfig) -> None:
                           f"not {cfg.vae.kind!r}")
     if cfg.data.reference_frames < 1:
         raise ConfigError("config key 'data.reference_frames' must be >= 1: the editor draws from references")
-    import inspect
-
     from factory.models.latent_editor import LatentEditor
     from factory.models.lip_pose import LipPoseEncoder
 
-    for key, cls, kwargs in (("editor", LatentEditor, editor_kwargs(cfg)), ("lip_pose", LipPoseEncoder, lip_pose_kwargs(cfg))):
+    for key, cls, kwargs in (("editor", LatentEditor, editor_kwargs(cfg)),
+                             ("lip_pose", LipPoseEncoder, lip_pose_kwargs(cfg))):
         if not isinstance(kwargs, dict):
             raise ConfigError(f"config key '{key}' must be a mapping of {cls.__name__} arguments (or null: tiny)")
         unknown = sorted(set(kwargs) - set(inspect.signature(cls.__init__).parameters))
@@ -105,7 +105,8 @@ def check_config(cfg: LatentEditorConfig) -> None:
     editor = editor_kwargs(cfg)
     if editor.get("ref_fusion") == "concat" and editor.get("num_references", cfg.data.reference_frames) \
             != cfg.data.reference_frames:
-        raise ConfigError("config key 'editor.num_references' must equal data.reference_frames with ref_fusion 'concat'")
+        raise ConfigError("config key 'editor.num_references' must equal data.reference_frames "
+                          "with ref_fusion 'concat'")
 
 
 # 2. the trained module --------------------------------------------------------------------------
@@ -176,8 +177,8 @@ class LatentEditorRecipe(Recipe):
 
     def train_batches(self, batch_size: int, rank: int, world_size: int, seed: int) -> EditorBatches:
         # the order is seeded by data.seed (which also draws the held-out split), not loop.seed
-        return EditorBatches(ClipDataset(data_config(self.config), "train", rank=rank, world_size=world_size, batch_size=batch_size,
-                                         epochs=None))
+        return EditorBatches(ClipDataset(data_config(self.config), "train", rank=rank, world_size=world_size,
+                                         batch_size=batch_size, epochs=None))
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         total, parts = model(batch)
@@ -258,7 +259,8 @@ def evaluate_editor(module: EditorModule, dataset: ClipDataset, segments: int, d
             sums[f"{name}_l1"] = sums.get(f"{name}_l1", 0.0) + float(err.sum() / 3)
             sums[f"{name}_se"] = sums.get(f"{name}_se", 0.0) + float(((pasted - x) ** 2 * lip).sum() / 3)
         driven = renders["swap"] * face + x * (1 - face)  # vs the frame whose pose drove it, in this mouth region
-        sums["swap_vs_driver_l1"] = sums.get("swap_vs_driver_l1", 0.0) + float(((driven - x[swap]).abs() * lip).sum() / 3)
+        sums["swap_vs_driver_l1"] = sums.get("swap_vs_driver_l1", 0.0) + float(
+            ((driven - x[swap]).abs() * lip).sum() / 3)
         count += float(weight)
         seen += b
     if not count:
