@@ -83,6 +83,7 @@ def test_bad_lip_pose_size_and_vae_kind_name_their_keys():
         load_recipe(CPU_CONFIG, ["editor.blocks=3"])
 
 
+@pytest.mark.slow  # ~40 s on a busy 2-core box: three short training runs
 def test_resume_is_exact_two_plus_two_equals_four(store, tmp_path):
     from factory.trainers.generators import train_generator
 
