@@ -117,23 +117,20 @@ class LatentEditorGenerator(Generator):
         atomic_write(path / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, key: str = "generate.weights") -> "LatentEditorGenerator":
+    def from_pretrained(cls, path: str | Path, key: str = "generate.weights", settings=None) -> "LatentEditorGenerator":
         from factory.config import ConfigError, build
+        from factory.generators.base import read_generator_config
         from factory.models.latent_editor import LatentEditor
         from factory.models.lip_pose import LipPoseEncoder
         from factory.models.vae import VAEConfig, load_vae_model
 
         path = Path(path)
-        if not (path / CONFIG_NAME).is_file():
-            raise ConfigError(f"{key} = {str(path)!r} is not a generator folder (no {CONFIG_NAME}; "
-                              "`factory train-generator` writes one as loop.out/final)")
-        config = json.loads((path / CONFIG_NAME).read_text())
-        if config.get("generator") != cls.name:
-            raise ConfigError(f"{key} = {str(path)!r} holds generator {config.get('generator')!r}, not {cls.name!r}")
+        config = read_generator_config(path, cls.name, key)
         for part in ("editor", "lip_pose"):
             if not (path / part / "config.json").is_file():
                 raise ConfigError(f"{key} = {str(path)!r} has no {part}/ folder: not a complete latent_editor folder")
-        settings = build(cls.Settings, config.get("settings") or {}, prefix=f"{key}/{CONFIG_NAME}:")
+        if settings is None:
+            settings = build(cls.Settings, config.get("settings") or {}, prefix=f"{key}/{CONFIG_NAME}:")
         source = config.get("vae")
         if source is None:
             vae = load_vae_model(VAEConfig(kind="kl", path=str(path / "vae")), key=f"{key}/vae")
