@@ -69,16 +69,20 @@ VARIANTS = {"dit_inpainter": [{"steps": 25}, {"steps": 50}]}
 TRAIN_RECIPES = {"dit_inpainter": "configs/generator_dit_cpu.yaml", "latent_editor": "configs/generator_editor_cpu.yaml"}
 
 
-def generate_configs(name: str, folder: Path) -> list[tuple[str, GenerateConfig]]:
-    """(label, config) per way to bench `name`: as is, or from its tiny weights saved in `folder`."""
+def generate_configs(name: str, folder: Path, trained: dict[str, str]) -> list[tuple[str, GenerateConfig]]:
+    """(label, config) per way to bench `name`: as is, from a trained folder given with --weights,
+    or from its tiny random weights saved in `folder`."""
     cls = generator_class(name)
     if not cls.needs_weights:
         return [(name, GenerateConfig(generator=name))]
-    cls.tiny().save_pretrained(folder / name)
-    variants = VARIANTS.get(name, [{}])
-    return [(f"{name} (tiny{''.join(f', {k}={v}' for k, v in v.items())})",
-             GenerateConfig(generator=name, weights=str(folder / name), settings=dict(v) or None))
-            for v in variants]
+    if name in trained:
+        weights, kind = trained[name], "trained"
+    else:
+        cls.tiny().save_pretrained(folder / name)
+        weights, kind = str(folder / name), "tiny"
+    return [(f"{name} ({kind}{''.join(f', {k}={v}' for k, v in v.items())})",
+             GenerateConfig(generator=name, weights=weights, settings=dict(v) or None))
+            for v in VARIANTS.get(name, [{}])]
 
 
 def bench_generator(label: str, config: GenerateConfig, records: list[Record], repeats: int) -> list[dict]:
@@ -137,7 +141,9 @@ def main() -> None:
     parser.add_argument("--run", help="a finished run to take clips from (default: a fresh demo run)")
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=4, help="timed training steps per learned generator")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per learned generator (0: none)")
+    parser.add_argument("--weights", action="append", default=[], metavar="NAME=DIR",
+                        help="bench a trained generator folder instead of its tiny random weights")
     add_json_flag(parser)
     args = parser.parse_args()
     run = Path(args.run) if args.run else demo_run(Path(tempfile.mkdtemp(prefix="bench-generators-")) / "demo")
@@ -146,10 +152,10 @@ def main() -> None:
     rows, skipped, render = [], {}, {}
     for name in generator_names():
         try:
-            for label, config in generate_configs(name, folder):
+            for label, config in generate_configs(name, folder, dict(w.split("=", 1) for w in args.weights)):
                 rows += bench_generator(label, config, records, args.repeats)
                 render.setdefault(name, rows[-2]["throughput"])  # the first variant (DiT: 25 steps)
-            if generator_class(name).needs_weights and name in TRAIN_RECIPES:
+            if generator_class(name).needs_weights and name in TRAIN_RECIPES and args.steps > 0:
                 store = next(p for p in (run / "clips").iterdir() if p.is_dir())
                 rows += bench_training(name, store, args.steps)
         except Exception as exc:  # e.g. a plugin that cannot build here
