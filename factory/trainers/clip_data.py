@@ -33,12 +33,11 @@ import cv2
 import numpy as np
 import torch
 
-from factory.clip_store import ClipStore
 from factory.clips import load_clip
 from factory.config import ConfigError, digest
 from factory.faces.landmarks import LIPS_OUTER, MOUTH
 from factory.faces.masks import dilate, lower_face_mask
-from factory.trainers.syncnet import _video_split
+from factory.trainers.clip_sources import clip_records, video_split
 
 SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
 
@@ -86,15 +85,7 @@ class Sample:
 
 
 def list_clips(cfg: ClipDataConfig) -> list[ClipRef]:
-    if not cfg.clip_stores:
-        raise ConfigError("config key 'clip_stores' is empty: give folders written by `factory ingest`")
-    records = []
-    for path in cfg.clip_stores:
-        store = ClipStore.open(path)
-        records += [r for r in store.records() if r.kind == "clip" and not r.rejected and "clip_path" in r.meta]
-    records = sorted(records, key=lambda r: r.key)[:cfg.max_clips]
-    if not records:
-        raise ConfigError(f"no clips in clip_stores={cfg.clip_stores!r}")
+    records = clip_records(cfg.clip_stores, cfg.max_clips)
     clips = []
     for r in records:
         lo, hi = r.meta.get("frame_range") or (0, len(load_clip(r.meta["clip_path"]).frames))
@@ -125,7 +116,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         self.cfg, self.split, self.rank, self.world_size = cfg, split, rank, world_size
         self.batch_size, self.epochs, self.audio_encoder = batch_size, epochs, audio_encoder
         every = list_clips(cfg)
-        held = _video_split(sorted({c.video_key for c in every}), cfg.heldout_share, cfg.seed)
+        held = video_split(sorted({c.video_key for c in every}), cfg.heldout_share, cfg.seed)
         self.clips = [c for c in every if (c.video_key in held) == (split == "heldout")]
         self.videos: dict[str, list[int]] = {}
         for i, c in enumerate(self.clips):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from factory.clip_store import ClipStore
+from factory.trainers.clip_sources import clip_records, video_split
 from factory.clips import load_clip
 from factory.config import ConfigError, build, save_config, to_dict
 from factory.files import atomic_write
@@ -92,27 +92,10 @@ class ClipWindows:
     mel: np.ndarray  # (n_mels, steps) float32
 
 
-def _video_split(video_keys: list[str], share: float, seed: int) -> set[str]:
-    """Held-out video keys: a seeded choice of round(share * n) videos (at least one if share > 0)."""
-    if share <= 0 or len(video_keys) < 2:
-        return set()
-    rng = np.random.default_rng(seed)
-    n = min(len(video_keys) - 1, max(1, round(share * len(video_keys))))
-    return set(rng.choice(sorted(video_keys), n, replace=False).tolist())
-
-
 def load_corpus(cfg: SyncNetTrainConfig) -> tuple[list[ClipWindows], list[ClipWindows]]:
     """(train, held-out) clips of the configured stores, held-out by whole videos."""
-    if not cfg.clip_stores:
-        raise ConfigError("train-syncnet needs clip_stores=[PATH, ...] (folders written by `factory ingest`)")
-    records = []
-    for path in cfg.clip_stores:
-        store = ClipStore.open(path)
-        records += [r for r in store.records() if r.kind == "clip" and not r.rejected and "clip_path" in r.meta]
-    records = sorted(records, key=lambda r: r.key)[:cfg.max_clips]
-    if not records:
-        raise ConfigError(f"no clips in clip_stores={cfg.clip_stores!r}")
-    heldout = _video_split(sorted({r.meta["video_key"] for r in records}), cfg.heldout_share, cfg.seed)
+    records = clip_records(cfg.clip_stores, cfg.max_clips)
+    heldout = video_split(sorted({r.meta["video_key"] for r in records}), cfg.heldout_share, cfg.seed)
     train, held = [], []
     for r in records:
         clip = load_clip(r.meta["clip_path"])
