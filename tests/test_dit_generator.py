@@ -23,6 +23,7 @@ from tests.contracts import GeneratorContract, clip_pair_on_disk
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_RECIPE = str(ROOT / "configs" / "generator_dit_cpu.yaml")
+DIT = ("generate.generator=dit_inpainter", "generate.settings={}")  # the demo config's settings are transplant's
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -170,8 +171,7 @@ def test_factory_run_with_the_trained_generator_writes_pairs(trained, tmp_path, 
     from manifests.reader import iter_pairs
 
     out = tmp_path / "out"
-    assert run_factory(out, *SMALL, LOCAL, "generate.generator=dit_inpainter",
-                       f"generate.weights={trained / 'final'}", videos=talking_videos) == 0
+    assert run_factory(out, *SMALL, LOCAL, *DIT, f"generate.weights={trained / 'final'}", videos=talking_videos) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stats"]["pairs_written"] >= 1
     pair = next(iter(iter_pairs(out / "manifest.json")))
@@ -180,7 +180,7 @@ def test_factory_run_with_the_trained_generator_writes_pairs(trained, tmp_path, 
 
 def test_factory_run_without_weights_is_refused_naming_the_key(tmp_path, capsys):
     out = tmp_path / "out"
-    assert run_factory(out, *SMALL, LOCAL, "generate.generator=dit_inpainter") == 2
+    assert run_factory(out, *SMALL, LOCAL, *DIT) == 2
     assert "generate.weights" in capsys.readouterr().err
     assert not (out / "clips").exists() and not (out / "shards").exists()  # refused before any work
 

@@ -128,10 +128,16 @@ class ClipBatches:
     def __init__(self, dataset: ClipDataset, num_workers: int):
         self.dataset, self.num_workers, self.position = dataset, num_workers, dataset.position
 
-    def __iter__(self):
-        for batch in data_loader(self.dataset, self.num_workers):
-            self.position = int(batch["position"][-1]) + 1
-            yield batch
+    def __iter__(self) -> "ClipBatches":
+        # the DataLoader's iterator now, not at the first batch: it draws its base seed from the
+        # global RNG, which the loop restores only after this (see loop.ResumableBatches)
+        self.iterator = iter(data_loader(self.dataset, self.num_workers))
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        batch = next(self.iterator)
+        self.position = int(batch["position"][-1]) + 1
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.dataset.state_dict(), "position": self.position}
