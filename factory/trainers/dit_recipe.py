@@ -211,7 +211,13 @@ class DiTInpainterRecipe(Recipe):
 
     def vae(self, device: torch.device | str = "cpu") -> VAE:
         if self._vae is None or str(self._vae.device) != str(torch.device(device)):
-            self._vae = VAE(dataclasses.replace(self.config.vae, device=str(device)), key="vae")
+            config = self.config.vae
+            if config.path is None and config.tiny is None and self.config.wan_path is None:
+                raise ConfigError("config key 'wan_path' is not set: give a local Wan2.2-TI2V-5B diffusers folder "
+                                  "(its vae/ is the VAE), or set 'vae.path' (or 'vae.tiny' for a random test VAE)")
+            if config.path is None and config.tiny is None:
+                config = dataclasses.replace(config, path=self.config.wan_path, subfolder=config.subfolder or "vae")
+            self._vae = VAE(dataclasses.replace(config, device=str(device)), key="vae")
             self._cached = None
         return self._vae
 
@@ -229,6 +235,9 @@ class DiTInpainterRecipe(Recipe):
 
     def build_model(self, device: torch.device) -> torch.nn.Module:
         cfg = self.config
+        if cfg.wan_path is not None and not (Path(cfg.wan_path) / "transformer" / "config.json").is_file():
+            raise ConfigError(f"config key 'wan_path' = {cfg.wan_path!r}: no transformer/config.json there "
+                              "(a local diffusers Wan folder, e.g. Wan2.2-TI2V-5B-Diffusers)")
         vae, audio = self.vae(device), self.audio_encoder()
         derived = dict(latent_channels=vae.latent_channels, audio_dim=audio.dim, audio_window=audio.window,
                        num_reference_frames=cfg.data.reference_frames,
