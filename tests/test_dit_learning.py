@@ -54,8 +54,11 @@ def test_a_short_cpu_training_inpaints_heldout_mouths_and_follows_the_audio(stor
     start, end = metrics["evals"][0], metrics["last_eval"]
     assert start["step"] == 0 and end["step"] == STEPS
     print(json.dumps({"start": start, "end": end}, indent=1))
-    # it learned: the held-out mouths' latents came much closer to the real ones
+    # it learned: the held-out mouths' latents came much closer to the real ones (measured: 1.22 -> 0.23),
     assert end["latent_l1_dit"] < 0.5 * start["latent_l1_dit"]
-    # and closer than the masked input's
+    # closer than the masked input's (0.36); a reference frame's mouth (0.15) it does not yet beat here
     assert end["latent_l1_dit"] < end["latent_l1_masked"]
+    # and its samples settled: re-sampling the noise moves the mouth far less than before training
+    # (1.3 -> 0.14). The audio's pull (0.006) is still below the noise's after 300 steps: not asserted.
+    assert end["latent_change_noise"] < 0.3 * start["latent_change_noise"]
     assert (tmp_path / "run" / "final" / "config.json").is_file()
