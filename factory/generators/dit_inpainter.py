@@ -116,8 +116,8 @@ class DiTInpainterGenerator(Generator):
 
     def save_pretrained(self, path: str | Path) -> None:
         from factory.files import atomic_write
-        from factory.models.audio_features import AudioFeatureConfig, AudioFeatures
-        from factory.models.vae import VAE, VAEConfig
+        from factory.models.audio_features import AudioFeatures
+        from factory.models.vae import VAE
 
         if self.dit is None:
             raise ValueError("this dit_inpainter has no model to save (load one with from_pretrained)")
