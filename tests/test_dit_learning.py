@@ -1,8 +1,8 @@
 """The `dit_inpainter` learns (slow, seeded, CPU): a short run of the CPU demo recipe
 (configs/generator_dit_cpu.yaml) on a demo clip store reconstructs the masked mouth of clips from
 videos it never saw better than the masked input does, and its samples stop depending on the
-noise. (Beating a reference frame's mouth and lips that follow the audio more than the noise take
-longer than this test's budget: the numbers are in the assertions' comments.)
+noise. (Beating a reference frame's mouth, and lips that follow the audio more than the noise, are
+not reached in these 300 steps: the measured numbers are in the assertions' comments.)
 
 The recipe's VAE is random (no weights on CPU), and a random decoder blurs every pixel it touches,
 so the verdict is read in the VAE's latent space (the lip cells), where the DiT works:
