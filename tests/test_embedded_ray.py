@@ -123,23 +123,32 @@ def test_the_next_start_ends_a_killed_drivers_leftovers_and_prunes_old_sessions(
 # CLI unwinds through the executor's close()
 @pytest.mark.parametrize("signum,codes", [(signal.SIGINT, {130}), (signal.SIGTERM, {143, 1})])
 def test_ctrl_c_or_sigterm_during_a_ray_run_leaves_nothing_running(tmp_path, signum, codes):
+    # a loaded machine can see the workers late and the run end before the signal lands (exit 0):
+    # that attempt says nothing about the signal, so it is made again on a fresh out
+    for attempt in range(3):
+        code, log, folder = _signal_a_running_ray_run(tmp_path / f"try{attempt}", signum)
+        if code != 0:
+            break
+    assert code in codes, log[-3000:]
+    assert wait_until(lambda: embedded_ray.processes_using(folder) == [], timeout_s=180), \
+        [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in embedded_ray.processes_using(folder)]
+
+
+def _signal_a_running_ray_run(tmp_path: Path, signum: int) -> tuple[int, str, Path]:
+    tmp_path.mkdir()
     log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would stall the run
     run = subprocess.Popen(factory_command("run", CONFIG, f"out={tmp_path / 'out'}", QUIET, "-q"),
                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    folder = None
+    folder = embedded_ray.ROOT / embedded_ray._owner_name(run.pid)
     try:
         def workers_up() -> bool:
-            nonlocal folder
-            folder = embedded_ray.ROOT / embedded_ray._owner_name(run.pid)
             return run.poll() is None and any(
                 Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::StageWorker")
                 for pid in embedded_ray.processes_using(folder))
         # generous waits: on a loaded 2-core machine Ray's start and shutdown take minutes
         assert wait_until(workers_up, timeout_s=600), "the run never reached its Ray stages"
         run.send_signal(signum)
-        assert run.wait(timeout=300) in codes, log.read_text()[-3000:]
-        assert wait_until(lambda: embedded_ray.processes_using(folder) == [], timeout_s=180), \
-            [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in embedded_ray.processes_using(folder)]
+        return run.wait(timeout=300), log.read_text(), folder
     finally:
         run.kill()
         run.wait()
