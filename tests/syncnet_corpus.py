@@ -61,3 +61,18 @@ def demo_clip_store(root: Path, sentences: list[str] | None = None, crop: int = 
                 "fps": FPS, "sample_rate": SR, "clip_path": str(path)}))
         store.record_video(video_key, records)
     return store
+
+
+def demo_clip_store_with_landmarks(root: Path, sentences: list[str] | None = None, crop: int = 128) -> ClipStore:
+    """demo_clip_store, with each frame's landmarks filled in from the photo's (mapped into the
+    crop by its transform) for the trainers that build masks from them."""
+    from factory.clips import load_clip
+    from factory.faces.align import apply
+
+    store = demo_clip_store(root, sentences=sentences, crop=crop)
+    pts = astronaut_rig().pts
+    for r in store.records():
+        clip = load_clip(r.meta["clip_path"])
+        clip.landmarks = np.stack([apply(m, pts) for m in clip.transforms]).astype(np.float32)
+        save_clip(Path(r.meta["clip_path"]), clip)
+    return store

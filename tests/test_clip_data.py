@@ -4,7 +4,6 @@ masks over the mouth, and an order that resumes exactly and splits across ranks 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,18 +20,10 @@ CROP = 96  # clips are stored larger than the 64 px the tests train at
 def store(tmp_path_factory):
     """Three demo videos, 77-frame clips at 96 px (two segments each), with the photo's real
     landmarks mapped into the crop (the corpus builder stores none)."""
-    from factory.clips import load_clip, save_clip
-    from factory.demo import SENTENCES, astronaut_rig
-    from factory.faces.align import apply
-    from tests.syncnet_corpus import demo_clip_store
+    from factory.demo import SENTENCES
+    from tests.syncnet_corpus import demo_clip_store_with_landmarks
 
-    store = demo_clip_store(tmp_path_factory.mktemp("clip_data"), sentences=SENTENCES[:3], crop=CROP)
-    pts = astronaut_rig().pts
-    for r in store.records():
-        clip = load_clip(r.meta["clip_path"])
-        clip.landmarks = np.stack([apply(m, pts) for m in clip.transforms]).astype(np.float32)
-        save_clip(Path(r.meta["clip_path"]), clip)
-    return store
+    return demo_clip_store_with_landmarks(tmp_path_factory.mktemp("clip_data"), sentences=SENTENCES[:3], crop=CROP)
 
 
 def config(store, **kw) -> ClipDataConfig:

@@ -95,18 +95,10 @@ class TestDiTInpainterGenerator(GeneratorContract):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Two demo videos, 77-frame clips at 64 px with the photo's landmarks (as in test_clip_data)."""
-    from factory.clips import load_clip, save_clip
-    from factory.demo import SENTENCES, astronaut_rig
-    from factory.faces.align import apply
-    from tests.syncnet_corpus import demo_clip_store
+    from factory.demo import SENTENCES
+    from tests.syncnet_corpus import demo_clip_store_with_landmarks
 
-    store = demo_clip_store(tmp_path_factory.mktemp("dit_store"), sentences=SENTENCES[:2], crop=64)
-    pts = astronaut_rig().pts
-    for r in store.records():
-        clip = load_clip(r.meta["clip_path"])
-        clip.landmarks = np.stack([apply(m, pts) for m in clip.transforms]).astype(np.float32)
-        save_clip(Path(r.meta["clip_path"]), clip)
-    return store
+    return demo_clip_store_with_landmarks(tmp_path_factory.mktemp("dit_store"), sentences=SENTENCES[:2], crop=64)
 
 
 def train_args(store, out, *extra: str, steps: int = 2) -> list[str]:

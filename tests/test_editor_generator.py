@@ -4,7 +4,6 @@ that `factory run` loads, exact resume of its recipe, and its config checks."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,18 +21,10 @@ CPU_CONFIG = "configs/generator_editor_cpu.yaml"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Three demo videos as 77-frame clips at 96 px, with the photo's landmarks in the crop."""
-    from factory.clips import load_clip, save_clip
-    from factory.demo import SENTENCES, astronaut_rig
-    from factory.faces.align import apply
-    from tests.syncnet_corpus import demo_clip_store
+    from factory.demo import SENTENCES
+    from tests.syncnet_corpus import demo_clip_store_with_landmarks
 
-    store = demo_clip_store(tmp_path_factory.mktemp("editor_store"), sentences=SENTENCES[:3], crop=96)
-    pts = astronaut_rig().pts
-    for r in store.records():
-        clip = load_clip(r.meta["clip_path"])
-        clip.landmarks = np.stack([apply(m, pts) for m in clip.transforms]).astype(np.float32)
-        save_clip(Path(r.meta["clip_path"]), clip)
-    return store
+    return demo_clip_store_with_landmarks(tmp_path_factory.mktemp("editor_store"), sentences=SENTENCES[:3], crop=96)
 
 
 def overrides(store, out, *more: str) -> list[str]:
