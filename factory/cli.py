@@ -204,8 +204,14 @@ def train_generator_command(config_path: str, overrides: list[str]) -> int:
 
 
 def verify_command(out: str) -> int:
+    from pathlib import Path
+
     from manifests.verify import verify
 
+    if not (Path(out) / "manifest.json").is_file():  # nothing to check is no input, not a damaged run
+        what = "no such folder" if not Path(out).exists() else "no manifest.json in it"
+        print(f"factory verify: {out} is not a run's output ({what})", file=sys.stderr)
+        return EXIT_NO_INPUT
     problems, counts = verify(out)
     for problem in problems:
         print(f"FAIL {problem}")

@@ -28,6 +28,16 @@ def test_missing_empty_and_videoless_inputs_are_told_apart(tmp_path, capsys):
     assert f"{documents} holds 1 file(s), none ending in .mp4" in said and "input.extensions" in said
 
 
+def test_verify_of_a_folder_that_holds_no_run_is_no_input(tmp_path, capsys):
+    # exit 1 means "a run's output is damaged": a folder with nothing to check is exit 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["verify", str(empty)]) == 3
+    assert "no manifest.json in it" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path / "nowhere")]) == 3
+    assert "no such folder" in capsys.readouterr().err
+
+
 def test_help_lists_the_exit_codes():
     text = subprocess.run(factory_command("--help"), capture_output=True, text=True, check=True).stdout
     assert "exit codes:" in text
