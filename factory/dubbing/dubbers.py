@@ -28,8 +28,9 @@ from factory.generators.base import CONFIG_NAME
 
 @dataclass
 class DubbedSegment:
-    frames: np.ndarray  # (T, S, S, 3) uint8, the segment's crops with new lips
-    alpha: np.ndarray  # (T, S, S) uint8, 255 = use `frames`, 0 = the input crop (and frame) kept exactly
+    frames: np.ndarray  # (T, S, S, 3) uint8, the segment's crops with new lips (the render)
+    alpha: np.ndarray  # (T, S, S) uint8: factory dub composites the render over the input crop with it
+    #                    (255 = the render, 0 = the input crop, and so the video frame, kept exactly)
 
 
 class Dubber(Protocol):

@@ -4,14 +4,13 @@ The segment's real crops are the "real clip"; the new audio is the alternative a
 follow; driving frames picked by loudness (driving.py) stand in for the alternative clip's frames
 for generators that copy a mouth (transplant, latent_editor). The mask and alpha are the generate
 stage's (factory/stages/generate.py: both lower faces on every frame, jaw clamped, nose kept real,
-Gaussian feather), so pixels outside the alpha are the input's, bit for bit.
+Gaussian feather); `factory dub` composites with it, so pixels outside it are the input's, bit for bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from factory.faces.masks import composite
 from factory.faces.registration import move_points, register
 from factory.generators import GenerationInput, Generator
 from factory.metrics.frames import evenly_spaced
@@ -51,4 +50,4 @@ class MaskedGeneratorDubber:
             motion_frames=motion[-m:] if motion is not None and m and len(motion) >= m else None,
             fps=self.fps, sample_rate=self.sample_rate, seed=seed)
         rendered = self.generator.generate_batch([inp])[0]
-        return DubbedSegment(composite(frames, rendered[:n], alpha), alpha)
+        return DubbedSegment(rendered[:n], alpha)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from factory.config import ConfigError
 from factory.devices import pick_device
+from factory.faces.masks import composite
 from factory.files import atomic_path
 from factory.media.audio import decode_audio
 from factory.media.video import MediaError, iter_frames, probe
@@ -188,7 +189,9 @@ def _dub_faces(dubber: Dubber, faces: FaceTrack, audio: np.ndarray, settings: Du
         seg = dubber.dub_segment(frames, faces.landmarks[source[a:b]], audio[a * per_frame:b * per_frame],
                                  motion if motion is not None and len(motion) else None,
                                  seed=zlib.crc32(f"{settings.seed}:{a}".encode()))
-        model.frames[a:b], model.alpha[a:b], model.done[a:b] = seg.frames, seg.alpha, True
+        # what the viewer will see in the crop: the next segment's motion frames are these
+        model.frames[a:b] = composite(frames, seg.frames, seg.alpha)
+        model.alpha[a:b], model.done[a:b] = seg.alpha, True
         bar.update(b - a)
     bar.close()
     return model
