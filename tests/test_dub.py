@@ -135,7 +135,6 @@ def transplant_out(media, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_transplant_dub_keeps_the_video_and_replaces_sound_and_mouth(transplant_out, media, original):
     measured = check_dubbed(transplant_out, media, original, media["short_pcm"])
     change = measured["mouth_change"]
@@ -174,6 +173,15 @@ def test_dit_inpainter_folder_dubs_in_segments_with_the_audio_trimmed(dit_folder
     assert np.array_equal(decoded(again), measured["frames"])  # seeded: the same output twice
 
 
+def test_a_latent_editor_folder_dubs_every_frame(media, original, tmp_path):
+    from factory.generators.latent_editor import LatentEditorGenerator
+
+    LatentEditorGenerator.tiny().save_pretrained(tmp_path / "editor")
+    out = tmp_path / "dubbed.mp4"
+    assert dub_cli(media["video"], media["short"], out, "--checkpoint", str(tmp_path / "editor")) == 0
+    assert check_dubbed(out, media, original, media["short_pcm"])["mouth_change"].min() > 10
+
+
 # 3. the plug-in path for mask-free dubbers: a registry entry, the protocol's inputs --------
 
 class BrightLips:
@@ -196,7 +204,6 @@ class BrightLips:
 register_dubber("test-bright-lips")(lambda folder, config: BrightLips())
 
 
-@pytest.mark.slow
 def test_a_registered_dubber_gets_segments_audio_and_motion_frames(media, original, tmp_path):
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -221,7 +228,6 @@ def test_a_registered_dubber_gets_segments_audio_and_motion_frames(media, origin
 
 # 4. other frame rates: the output keeps the video's ---------------------------------------
 
-@pytest.mark.slow
 def test_a_30_fps_video_keeps_its_rate_and_frame_count(media, tmp_path):
     video = write_video(tmp_path / "thirty.mp4", face_frames(60), fps=30,
                         audio=np.zeros(2 * SR, np.int16))

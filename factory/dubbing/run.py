@@ -81,6 +81,17 @@ def read_new_audio(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     return model.samples, output.samples, rate
 
 
+def frame_capacity(video: Path, duration: float, fps: Fraction) -> int:
+    """Frames to make room for: the container's duration at `fps`, with two seconds to spare; a
+    container that states no duration has its video packets counted instead (no decoding)."""
+    if duration <= 0:
+        with av.open(str(video)) as container:
+            packets = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+            stream = container.streams.video[0]
+            duration = packets / float(stream.average_rate or fps)
+    return int(np.ceil(duration * float(fps))) + 2 * int(np.ceil(float(fps))) + 1
+
+
 def fit(samples: np.ndarray, n: int) -> np.ndarray:
     """Trimmed to n samples, or padded with silence."""
     out = np.zeros(n, np.int16)
@@ -114,10 +125,12 @@ def dub(video: str | Path, audio: str | Path, out: str | Path, checkpoint: str |
         checkpoint_config(checkpoint)  # a missing folder fails before anything is decoded
     if settings.segment_frames < 1:
         raise ConfigError(f"--segment-frames must be >= 1, not {settings.segment_frames}")
+    if settings.track.crop_size < 64:
+        raise ConfigError(f"--crop-size must be >= 64 pixels, not {settings.track.crop_size}")
     if out.resolve() in (video.resolve(), audio.resolve()):
         raise ConfigError(f"-o {str(out)!r} would overwrite an input")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ConfigError(f"-o {str(out)!r}: {out.parent} is not a folder")
+    if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):
+        raise ConfigError(f"-o {str(out)!r} must be a file path (e.g. dubbed.mp4)")
     model_audio, out_audio, out_rate = read_new_audio(audio)
     try:
         info = probe(video)
@@ -125,7 +138,7 @@ def dub(video: str | Path, audio: str | Path, out: str | Path, checkpoint: str |
         raise BadInput(f"cannot read the video {str(video)!r}: {exc}") from exc
     dubber = load_dubber(checkpoint, generator)
     fps = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
-    capacity = int(np.ceil(info.duration * float(fps))) + 2 * int(np.ceil(float(fps))) + 1
+    capacity = frame_capacity(video, info.duration, fps)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
