@@ -1,8 +1,4 @@
-"""The dubber interface `factory dub` runs, and the registry that picks one for a checkpoint folder.
-
-A dubber re-renders a segment of aligned face crops so the lips follow new audio. It returns the
-frames and an alpha saying where they replace the input: the paste back into the video uses that
-alpha, so a dubber that only touches the lower face leaves the rest of the frame bit for bit.
+"""The registry that picks the dubber (protocol.py) `factory dub` runs for a checkpoint folder.
 
 The registry is keyed by the checkpoint folder's `config.json`: its `recipe` key (the dubber
 trainers' folders) or else its `generator` key (`factory train-generator`'s folders). Every
@@ -16,38 +12,13 @@ runs through one adapter (masked.py); a mask-free dubber plugs in with one entry
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
-
-import numpy as np
+from typing import Any, Callable
 
 from factory.config import ConfigError
 from factory.generators.base import CONFIG_NAME
 
-
-@dataclass
-class DubbedSegment:
-    frames: np.ndarray  # (T, S, S, 3) uint8, the segment's crops with new lips (the render)
-    alpha: np.ndarray  # (T, S, S) uint8: factory dub composites the render over the input crop with it
-    #                    (255 = the render, 0 = the input crop, and so the video frame, kept exactly)
-
-
-class Dubber(Protocol):
-    name: str
-    motion_frames: int  # dubbed crops of the previous segment it wants as motion (0: none)
-    fps: int  # the timeline it works on (frames per second; audio per frame = sample_rate / fps)
-    sample_rate: int
-
-    def setup(self, device: str) -> None:
-        """Load models onto `device` ("cuda" when present, else "cpu")."""
-
-    def dub_segment(self, frames: np.ndarray, landmarks: np.ndarray, audio_16k: np.ndarray,
-                    motion: np.ndarray | None, seed: int = 0) -> DubbedSegment:
-        """frames (T, S, S, 3) uint8 aligned crops, landmarks (T, 478, 2) crop pixels, audio_16k
-        int16 mono, T * sample_rate / fps samples (frame i sounds at [i, i + 1) frames), motion
-        (M, S, S, 3) the dubbed crops just before the segment on the same face track, or None."""
-
+from factory.dubbing.protocol import Dubber
 
 Loader = Callable[[Path | None, dict[str, Any]], Dubber]
 _DUBBERS: dict[str, Loader] = {}

@@ -17,7 +17,7 @@ from factory.metrics.frames import evenly_spaced
 from factory.stages.generate import GenerateConfig, lower_face_alpha
 
 from factory.dubbing.driving import driving_frames
-from factory.dubbing.dubbers import DubbedSegment
+from factory.dubbing.protocol import DubbedSegment
 
 
 class MaskedGeneratorDubber:

@@ -39,7 +39,8 @@ from factory.files import atomic_path
 from factory.media.audio import decode_audio
 from factory.media.video import MediaError, iter_frames, probe
 
-from factory.dubbing.dubbers import Dubber, checkpoint_config, load_dubber
+from factory.dubbing.dubbers import checkpoint_config, load_dubber
+from factory.dubbing.protocol import Dubber
 from factory.dubbing.paste import paste_back
 from factory.dubbing.track import FaceTrack, TrackSettings, track_faces
 from factory.dubbing.writer import Mp4Writer
