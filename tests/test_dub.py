@@ -7,6 +7,7 @@ codec); the mouth re-rendered; and one-line errors with exit 2 (arguments) or 3 
 from __future__ import annotations
 
 from fractions import Fraction
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -18,7 +19,7 @@ import torch
 from factory.cli import main
 from factory.dubbing import DubbedSegment, register_dubber
 from factory.dubbing.paste import paste_back
-from factory.dubbing.driving import loudness_db
+from factory.dubbing.driving import driving_frames, loudness_db
 from factory.dubbing.run import fit, segments
 from factory.dubbing.writer import Mp4Writer
 from factory.faces.landmarks import MOUTH, FaceLandmarker
@@ -26,6 +27,7 @@ from factory.faces.masks import composite
 from factory.media.audio import decode_audio
 from factory.media.video import iter_frames, probe
 from factory.stages.generate import lower_face_alpha
+from tests.cli import factory_command
 from tests.conftest import espeak, face_frames
 from tests.media import write_video
 
@@ -239,6 +241,19 @@ def test_a_30_fps_video_keeps_its_rate_and_frame_count(media, tmp_path):
     assert abs(len(decode_audio(out, SR).samples) - 2 * SR) <= 1024
 
 
+def test_frames_where_the_face_is_lost_stay_the_original_frames(media, tmp_path, capsys):
+    frames = face_frames(75)
+    frames[25:50] = 128  # the face is gone for a second (a cutaway)
+    video = write_video(tmp_path / "cutaway.mp4", frames, audio=np.zeros(3 * SR, np.int16))
+    out = tmp_path / "dubbed.mp4"
+    assert dub_cli(video, media["short"], out, "--generator", "transplant") == 0
+    report = capsys.readouterr().out
+    assert '"frames_dubbed": 50' in report and '"no_face": 25' in report, report
+    before, after = decoded(video), decoded(out)
+    assert after.shape == before.shape
+    assert np.abs(after[25:50].astype(np.int16) - before[25:50]).max() <= 2  # flat grey, re-encoded
+
+
 # 5. errors: one line, exit 2 for arguments, 3 for input; no traceback, no output ------------
 
 def test_a_video_without_a_face_exits_3(media, tmp_path, capsys):
@@ -304,3 +319,24 @@ def test_paste_back_leaves_every_pixel_outside_the_warped_alpha_exact():
 def test_segments_follow_face_tracks_and_bridge_only_within_one():
     track = np.array([-1, 0, 0, 0, 0, 0, -1, 1, 1, 2])
     assert segments(track, 2) == [(1, 3, False), (3, 5, True), (5, 6, True), (7, 9, False), (9, 10, False)]
+
+
+def test_driving_frames_open_the_mouth_with_the_loudness():
+    """Silence picks the segment's most closed mouth, full voice its most open one."""
+    n = 20
+    landmarks = np.zeros((n, 478, 2), np.float32)
+    landmarks[:, 14, 1] = np.linspace(0, 19, n)[::-1]  # inner-lip gap: frame 0 the widest
+    t = np.arange(n * 640) / SR
+    voice = (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+    audio = np.where(t < n / 2 / 25, 0, voice).astype(np.int16)  # silent, then loud
+    picked = driving_frames(landmarks, audio)
+    gaps = landmarks[picked, 14, 1]
+    assert gaps[:8].max() <= 1 and gaps[12:].min() >= 18, gaps
+
+
+def test_dub_help_says_what_it_keeps_and_lists_its_exit_codes():
+    text = " ".join(subprocess.run(factory_command("dub", "--help"), capture_output=True, text=True,
+                                   check=True).stdout.split())
+    for said in ("frame count, frame rate and size", "padded with silence", "largest face",
+                 "2 bad arguments", "3 bad input", "no face in the video"):
+        assert said in text, said

@@ -159,7 +159,7 @@ def dub(video: str | Path, audio: str | Path, out: str | Path, checkpoint: str |
         dubbed = time.monotonic()
         seconds = faces.count / float(fps)
         sound = fit(out_audio, int(round(seconds * out_rate)))
-        pasted = _write(video, out, faces, model, fps, info, sound, out_rate, settings, progress)
+        pasted = _write(video, out, faces, model, fps, sound, out_rate, settings, progress)
         done = time.monotonic()
     audio_seconds = len(out_audio) / out_rate
     if abs(audio_seconds - seconds) > 1 / float(fps):
@@ -177,8 +177,8 @@ class ModelFrames:
     """The dubber's timeline: model frame k shows video frame source[k]."""
     rate: int  # the dubber's frames per second
     source: np.ndarray  # (K,) video frame index
-    frames: np.ndarray  # (K, S, S, 3) dubbed crops, memory-mapped
-    alpha: np.ndarray  # (K, S, S) uint8
+    frames: np.ndarray  # (K, S, S, 3) dubbed crops as shown, memory-mapped
+    alpha: np.ndarray  # (K, S, S) uint8, memory-mapped
     done: np.ndarray  # (K,) bool
 
     def of_video_frame(self, j: int, video_fps: float) -> int:
@@ -191,9 +191,10 @@ def _dub_faces(dubber: Dubber, faces: FaceTrack, audio: np.ndarray, settings: Du
     k = max(1, int(round(faces.count * rate / faces.fps)))
     source = np.minimum(np.round(np.arange(k) * faces.fps / rate).astype(int), faces.count - 1)
     s = faces.crops.shape[1]
-    model = ModelFrames(rate, source, np.lib.format.open_memmap(tmp / "dubbed.npy", mode="w+", dtype=np.uint8,
-                                                          shape=(k, s, s, 3)),
-                        np.zeros((k, s, s), np.uint8), np.zeros(k, bool))
+    model = ModelFrames(rate, source,
+                        np.lib.format.open_memmap(tmp / "dubbed.npy", mode="w+", dtype=np.uint8, shape=(k, s, s, 3)),
+                        np.lib.format.open_memmap(tmp / "alpha.npy", mode="w+", dtype=np.uint8, shape=(k, s, s)),
+                        np.zeros(k, bool))
     audio = fit(audio, k * per_frame)
     pieces = segments(faces.track[source], settings.segment_frames)
     bar = tqdm(desc="dub", unit="frame", total=sum(b - a for a, b, _ in pieces), disable=not progress)
@@ -211,7 +212,7 @@ def _dub_faces(dubber: Dubber, faces: FaceTrack, audio: np.ndarray, settings: Du
     return model
 
 
-def _write(video: Path, out: Path, faces: FaceTrack, model: ModelFrames, fps: Fraction, info, sound: np.ndarray,
+def _write(video: Path, out: Path, faces: FaceTrack, model: ModelFrames, fps: Fraction, sound: np.ndarray,
            rate: int, settings: DubSettings, progress: bool) -> int:
     """Pass 3: decode again, paste each video frame's dubbed face, encode; returns frames pasted."""
     pasted = 0

@@ -43,7 +43,7 @@ class FaceTrack:
     landmarks: np.ndarray  # (capacity, 478, 2) float32, crop pixels
     transforms: np.ndarray  # (capacity, 2, 3) float32, frame pixels -> crop pixels
     track: np.ndarray  # (capacity,) int: -1 no usable face; one number per unbroken face track
-    issues: Counter  # frames not dubbed, by reason (no_face, scene_cut, dark_frame, ...)
+    issues: Counter  # frames not dubbed, by reason (no_face, dark_frame, beyond_duration)
 
     @property
     def faces(self) -> int:
@@ -93,8 +93,7 @@ def track_faces(path: str | Path, fps: float, capacity: int, settings: TrackSett
             points = faces[0][:, :2]  # the largest face
             if previous is not None and landmark_jump(previous, points, settings.max_face_shift,
                                                       settings.max_face_scale):
-                issues["face_jump"] += 1  # another face, or a missed cut: a new track
-                worker.put(k, None, None)
+                worker.put(k, None, None)  # another face, or a missed cut: a new track
                 fresh = True
             if fresh:
                 current, fresh = current + 1, False
