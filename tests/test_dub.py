@@ -292,6 +292,8 @@ def test_a_missing_or_unusable_checkpoint_exits_2(media, tmp_path, capsys):
     assert "no-such-model" in capsys.readouterr().err
     assert dub_cli(media["video"], media["short"], out, "--generator", "dit_inpainter") == 2
     assert "--checkpoint" in capsys.readouterr().err
+    assert dub_cli(media["video"], media["short"], "/proc/dubbed.mp4", "--generator", "transplant") == 2
+    assert "cannot be written" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -140,11 +140,12 @@ def dub(video: str | Path, audio: str | Path, out: str | Path, checkpoint: str |
     dubber = load_dubber(checkpoint, generator)
     fps = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
     capacity = frame_capacity(video, info.duration, fps)
-    try:
+    try:  # the work folder sits beside the output: a place we cannot write is told now
         out.parent.mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.TemporaryDirectory(prefix=".dub-", dir=out.parent)
     except OSError as exc:
         raise ConfigError(f"-o {str(out)!r} cannot be written: {exc}") from exc
-    with tempfile.TemporaryDirectory(prefix=".dub-", dir=out.parent) as tmp:
+    with workdir as tmp:
         start = time.monotonic()
         try:
             faces = track_faces(video, float(fps), capacity, settings.track, Path(tmp), progress)
