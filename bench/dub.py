@@ -32,7 +32,7 @@ from factory.dubbing import DubbedSegment, DubSettings, dub, register_dubber  # 
 
 
 class PassThrough:
-    name, motion_frames, fps, sample_rate = "bench-passthrough", 0, 25, 16000
+    name, crop_size, motion_frames, fps, sample_rate = "bench-passthrough", 256, 0, 25, 16000
 
     def setup(self, device: str) -> None:
         pass

@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--generator", help="a generator that needs no weights, e.g. transplant")
     dub.add_argument("-o", "--output", required=True, help="the MP4 to write (replaced atomically)")
     dub.add_argument("--segment-frames", type=int, default=125, help="frames per dubber call at 25 fps (default 125)")
-    dub.add_argument("--crop-size", type=int, default=256, help="side of the aligned face crop (default 256)")
+    dub.add_argument("--crop-size", type=int, help="side of the aligned face crop (default: the dubber's, 256 for generators)")
     dub.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     dub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser

@@ -189,7 +189,7 @@ def test_a_latent_editor_folder_dubs_every_frame(media, original, tmp_path):
 class BrightLips:
     """A stand-in mask-free dubber that records what it is given and brightens the lower face."""
 
-    name, motion_frames, fps, sample_rate = "test-bright-lips", 5, 25, 16000
+    name, crop_size, motion_frames, fps, sample_rate = "test-bright-lips", 256, 5, 25, 16000
     calls: list = []
 
     def setup(self, device: str) -> None:

@@ -22,6 +22,7 @@ from factory.dubbing.protocol import DubbedSegment
 
 class MaskedGeneratorDubber:
     fps, sample_rate = 25, 16000  # the generators' clip timeline (ingest's defaults)
+    crop_size = 256  # ingest's crop: the learned generators resize it to their own resolution
 
     def __init__(self, generator: Generator, compositing: GenerateConfig | None = None):
         self.generator = generator

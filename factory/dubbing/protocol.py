@@ -22,6 +22,7 @@ class DubbedSegment:
 
 class Dubber(Protocol):
     name: str
+    crop_size: int  # side of the aligned crops it takes (--crop-size overrides it)
     motion_frames: int  # dubbed crops of the previous segment it wants as motion (0: none)
     fps: int  # the timeline it works on (frames per second; audio per frame = sample_rate / fps)
     sample_rate: int

@@ -19,6 +19,7 @@ load; a video in which no face is found is BadInput after tracking, before any d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -126,7 +127,7 @@ def dub(video: str | Path, audio: str | Path, out: str | Path, checkpoint: str |
         checkpoint_config(checkpoint)  # a missing folder fails before anything is decoded
     if settings.segment_frames < 1:
         raise ConfigError(f"--segment-frames must be >= 1, not {settings.segment_frames}")
-    if settings.track.crop_size < 64:
+    if settings.track.crop_size is not None and settings.track.crop_size < 64:
         raise ConfigError(f"--crop-size must be >= 64 pixels, not {settings.track.crop_size}")
     if out.resolve() in (video.resolve(), audio.resolve()):
         raise ConfigError(f"-o {str(out)!r} would overwrite an input")
@@ -138,6 +139,8 @@ def dub(video: str | Path, audio: str | Path, out: str | Path, checkpoint: str |
     except MediaError as exc:
         raise BadInput(f"cannot read the video {str(video)!r}: {exc}") from exc
     dubber = load_dubber(checkpoint, generator)
+    if settings.track.crop_size is None:
+        settings = dataclasses.replace(settings, track=dataclasses.replace(settings.track, crop_size=dubber.crop_size))
     fps = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
     capacity = frame_capacity(video, info.duration, fps)
     try:  # the work folder sits beside the output: a place we cannot write is told now

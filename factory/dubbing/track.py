@@ -26,7 +26,7 @@ from factory.stages.assemble import Background, ClipAssembler
 
 @dataclass
 class TrackSettings:
-    crop_size: int = 256
+    crop_size: int | None = None  # None: the dubber's own (Dubber.crop_size)
     smoothing_sigma: float = 1.5  # frames (ingest.landmark_smoothing_sigma)
     scene_cut_threshold: float = 27.0
     min_luma: float = 12.0
