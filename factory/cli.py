@@ -1,4 +1,4 @@
-"""`factory run|ingest|pairs|refilter|verify|eval|report|train-syncnet|train-generator ...`: the command-line entry point."""
+"""`factory run|ingest|pairs|refilter|verify|eval|report|train-syncnet|train-generator|dub ...`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -60,7 +60,20 @@ COMMANDS = {  # name: (one line for `factory --help`, the sentence(s) at the top
                         "Train a learned mask-based generator on clip stores (the config's `generator` key "
                         "picks dit_inpainter or latent_editor); its loop.out/final folder is what "
                         "generate.weights takes. Rerun the same command to resume."),
+    "dub": ("Dub a video: its face re-rendered to speak new audio (MP4 out).",
+            "Re-render the face in VIDEO so its lips follow AUDIO, with the dubber in --checkpoint (a "
+            "folder from `factory train-generator` / `factory train-dubber`) or a generator that needs no "
+            "weights (--generator transplant), and write OUT.mp4. The output keeps the video's frame count, "
+            "frame rate and size; its sound is AUDIO alone, trimmed to the video's length or padded with "
+            "silence. The largest face is dubbed; frames with no face are the original frames. Everything "
+            "outside the pasted lower face is the original picture (re-encoded)."),
 }
+
+DUB_EXIT_CODES = """exit codes:
+  0  done
+  2  bad arguments: no such checkpoint folder, a folder factory dub cannot run, OUT not writable
+  3  bad input: the audio cannot be read or is empty, the video cannot be read, no face in the video
+  130  interrupted (Ctrl-C)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,6 +112,18 @@ def _parser() -> argparse.ArgumentParser:
     generator = command("train-generator")
     generator.add_argument("config", help="YAML file, e.g. configs/generator_editor_cpu.yaml")
     generator.add_argument("overrides", nargs="*", help="key=value, e.g. clip_stores=[...] loop.steps=200 loop.executor=ray")
+    dub = command("dub")
+    dub.epilog = DUB_EXIT_CODES
+    dub.add_argument("video", help="the video to dub (any container FFmpeg reads)")
+    dub.add_argument("audio", help="the new audio (WAV, MP3, M4A, or a video's sound track)")
+    model = dub.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a generator or dubber folder (its config.json names which)")
+    model.add_argument("--generator", help="a generator that needs no weights, e.g. transplant")
+    dub.add_argument("-o", "--output", required=True, help="the MP4 to write (replaced atomically)")
+    dub.add_argument("--segment-frames", type=int, default=125, help="frames per dubber call at 25 fps (default 125)")
+    dub.add_argument("--crop-size", type=int, help="side of the aligned face crop (default: the dubber's, 256 for generators)")
+    dub.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    dub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -122,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 return train_syncnet_command(args.config, args.overrides)
             if args.command == "train-generator":
                 return train_generator_command(args.config, args.overrides)
+            if args.command == "dub":
+                return dub_command(args)
         except KeyboardInterrupt:  # the executor has shut its Ray down on the way out
             print("factory: interrupted; rerun the same command to resume", file=sys.stderr)
             return 130
@@ -200,6 +227,26 @@ def train_generator_command(config_path: str, overrides: list[str]) -> int:
         print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(json.dumps({k: v for k, v in metrics.items() if k != "evals"}, indent=1))
+    return 0
+
+
+def dub_command(args: argparse.Namespace) -> int:
+    from factory.dubbing import BadInput, DubSettings, dub
+    from factory.dubbing.track import TrackSettings
+
+    settings = DubSettings(segment_frames=args.segment_frames, crf=args.crf,
+                           track=TrackSettings(crop_size=args.crop_size))
+    try:
+        report = dub(args.video, args.audio, args.output, checkpoint=args.checkpoint, generator=args.generator,
+                     settings=settings, progress=not args.quiet)
+    except ConfigError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BadInput as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    print(json.dumps(report, indent=1))
+    print(f"output: {report['output']}")
     return 0
 
 

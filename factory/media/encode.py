@@ -47,6 +47,9 @@ def _bt709_yuv(rgb: np.ndarray, pix_fmt: str) -> av.VideoFrame:
     return yuv
 
 
+bt709_frame = _bt709_yuv  # public name for streaming writers (factory/dubbing/writer.py)
+
+
 def read_mp4(data: bytes) -> np.ndarray:
     """RGB frames, converted with the file's own colour tags (see factory.media.video)."""
     from factory.media.video import frame_to_rgb

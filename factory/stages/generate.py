@@ -82,10 +82,7 @@ class GenerateStage(Stage):
         # the mask must cover both lower faces where they will be, on every frame.
         registration = register(alt.frames[:n], real.frames[:n], real_lms)
         alt_on_real = move_points(alt_lms, registration)
-        face = lower_face_mask([real_lms, alt_on_real], size)
-        scale = size / 256  # the settings are in pixels of a 256 crop: the same look at 512
-        alpha = compositing_alpha(face, nose_masks(real_lms, size), self.cfg.feather_sigma * scale,
-                                  round(self.cfg.mask_dilation * scale))  # (n, S, S): the nose is cut per frame
+        alpha = lower_face_alpha(real_lms, alt_on_real, size, self.cfg.feather_sigma, self.cfg.mask_dilation)
         mask = (alpha > 0).any(axis=0).astype(np.uint8)  # the edit's support: outside it, syn == real exactly
         occ_path = record.meta.get("occlusion_masks")  # set by this run's occlusion stage, else none
         occlusion = load_occlusion(occ_path)[:n] if occ_path else None
@@ -124,6 +121,17 @@ class GenerateStage(Stage):
         record.meta.update(generator=self.generator.name, generator_version=self.generator.version,
                            device=self.device)
         return record
+
+
+def lower_face_alpha(real_landmarks: np.ndarray, other_landmarks: np.ndarray, size: int, feather_sigma: float,
+                     mask_dilation: int) -> np.ndarray:
+    """(T, S, S) uint8 compositing alpha: both clips' lower faces on every frame (jaw clamped), the
+    real nose cut out per frame. Feather and dilation are in pixels of a 256 crop (scaled with it,
+    so a 512 crop looks the same). Also what `factory dub` pastes with."""
+    face = lower_face_mask([real_landmarks, other_landmarks], size)
+    scale = size / 256
+    return compositing_alpha(face, nose_masks(real_landmarks, size), feather_sigma * scale,
+                             round(mask_dilation * scale))
 
 
 def sibling_occlusion(occ_path: str, clip_path: str, other_clip_path: str) -> Path:
