@@ -71,15 +71,19 @@ class PairDataConfig:
     reference_frames: int = 4  # N real frames of the same clip outside the segment
     heldout_share: float = 0.1  # share of source videos held out (by video, never by frame)
     # thresholds on the pair's recorded scores (meta.json "scores"), e.g. {csim: 0.9, lmd: 1.5}: a
-    # pair below one, or without that score, is skipped and counted (typed Any: the config loader
-    # refuses free keys inside a typed dict)
-    min_scores: Any = field(default_factory=dict)
+    # pair below one, or without that score, is skipped and counted. Typed Any with a None default
+    # (made {} after construction): the config loader refuses free keys in a typed or non-empty dict
+    min_scores: Any = None
     shuffle_buffer: int = 64  # segments
     resample: bool = False  # draw shards with replacement each epoch (webdataset ResampledShards)
     augment: bool = True  # replay each pair's recorded augmentation (the same on both sides)
     check_shards: bool = True  # compare each shard's size and md5 with its manifest first
     lip_mask_dilation: int = 2  # pixels (at `resolution`) around the outer lip hull
     seed: int = 0
+
+    def __post_init__(self):
+        if self.min_scores is None:
+            self.min_scores = {}
 
 
 def check_config(cfg: PairDataConfig, prefix: str = "") -> None:
