@@ -38,6 +38,7 @@ import json
 import logging
 import random
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -55,6 +56,7 @@ from manifests.reader import decode_sample, shard_urls, with_augmentation
 
 log = logging.getLogger(__name__)
 
+DECODED_PAIRS = 6  # per process: ~35 MB each for 77 frames at 256 px; 1.4 decodes a pair, not 3 (77/25)
 MIX_BLOCK = 4096  # mixing choices are drawn in seeded blocks, so position p's choices need no replay
 
 
@@ -74,7 +76,8 @@ class PairDataConfig:
     # pair below one, or without that score, is skipped and counted. Typed Any with a None default
     # (made {} after construction): the config loader refuses free keys in a typed or non-empty dict
     min_scores: Any = None
-    shuffle_buffer: int = 64  # segments
+    shuffle_buffer: int = 64  # pairs (raw bytes, nothing decoded) in the first shuffle buffer
+    segment_shuffle: int = 8  # segments in the second, which mixes the segments of neighbouring pairs
     resample: bool = False  # draw shards with replacement each epoch (webdataset ResampledShards)
     augment: bool = True  # replay each pair's recorded augmentation (the same on both sides)
     check_shards: bool = True  # compare each shard's size and md5 with its manifest first
@@ -96,7 +99,7 @@ def check_config(cfg: PairDataConfig, prefix: str = "") -> None:
                           f"({len(cfg.manifests)}), not all 0; got {cfg.weights}")
     if (cfg.segment_frames - 1) % 4 or cfg.segment_frames < 1:
         raise ConfigError(f"config key '{prefix}segment_frames' must be 4k + 1 (the Wan VAE), not {cfg.segment_frames}")
-    for name in ("motion_frames", "reference_frames", "shuffle_buffer"):
+    for name in ("motion_frames", "reference_frames", "shuffle_buffer", "segment_shuffle"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"config key '{prefix}{name}' must be >= 0")
     if cfg.segment_stride is not None and cfg.segment_stride < 1:
@@ -248,10 +251,16 @@ class PairSource:
                 for start in segment_starts(int(hi - lo), cfg):
                     yield sample, start
 
-        stages = [wds.SimpleShardList(order), wds.tarfile_to_samples(), kept_pairs, segments]
-        if self.training and cfg.shuffle_buffer > 1:
-            seed = int(np.random.SeedSequence([cfg.seed, epoch, self.rank, self.id]).generate_state(1)[0])
-            stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=random.Random(seed)))
+        def shuffled(size: int, stage: int) -> list:
+            if not self.training or size <= 1:
+                return []
+            seed = int(np.random.SeedSequence([cfg.seed, epoch, self.rank, self.id, stage]).generate_state(1)[0])
+            return [wds.shuffle(size, initial=size, rng=random.Random(seed))]
+
+        # pairs are shuffled as raw bytes, then their segments in a small second buffer: a pair's
+        # segments stay near each other, so a worker's cache decodes most pairs once, not once a segment
+        stages = [wds.SimpleShardList(order), wds.tarfile_to_samples(), kept_pairs,
+                  *shuffled(cfg.shuffle_buffer, 0), segments, *shuffled(cfg.segment_shuffle, 1)]
         return iter(wds.DataPipeline(*stages))
 
     def stream(self, position: int, epochs: int | None) -> Iterator[tuple[int, int, dict[str, Any], int]]:
@@ -317,6 +326,7 @@ class PairDataset(torch.utils.data.IterableDataset):
         else:
             self.sources, self.weights = [PairSource(self.rows, cfg, split, rank, world_size)], None
         self.position = 0
+        self._decoded: OrderedDict = OrderedDict()
 
     # -- order --
 
@@ -383,9 +393,7 @@ class PairDataset(torch.utils.data.IterableDataset):
     def load(self, raw: dict[str, Any], start: int, epoch: int = 0) -> dict[str, Any]:
         """The segment at `start` of one raw pair sample as tensors of the batch contract."""
         cfg = self.cfg
-        pair = decode_sample(raw)
-        if cfg.augment:
-            pair = with_augmentation(pair)
+        pair = self.decoded(raw)
         t, m, size = cfg.segment_frames, cfg.motion_frames, cfg.resolution
         real, syn, crop = pair["real"], pair["syn"], pair["real"].shape[1]
         seg = slice(start, start + t)
@@ -414,6 +422,21 @@ class PairDataset(torch.utils.data.IterableDataset):
             out["audio_features"] = segment_audio_features(self.audio_encoder, pair["real_audio"], start, t)
             out["alt_audio_features"] = segment_audio_features(self.audio_encoder, pair["alt_audio"], start, t)
         return out
+
+    def decoded(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The decoded (and augmented) pair, from this process's cache of the last DECODED_PAIRS."""
+        name = (raw["__url__"], raw["__key__"])
+        if name in self._decoded:
+            self._decoded.move_to_end(name)
+            return self._decoded[name]
+        pair = decode_sample(raw)
+        if self.cfg.augment:
+            pair = with_augmentation(pair, masks=False)
+            pair.pop("clean_real", None), pair.pop("clean_syn", None)
+        self._decoded[name] = pair
+        if len(self._decoded) > DECODED_PAIRS:
+            self._decoded.popitem(last=False)
+        return pair
 
     def references(self, pair: dict[str, Any], start: int, epoch: int) -> np.ndarray:
         """N real frames of the same clip outside the segment and its motion frames (any frame
