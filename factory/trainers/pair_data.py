@@ -327,6 +327,7 @@ class PairDataset(torch.utils.data.IterableDataset):
             self.sources, self.weights = [PairSource(self.rows, cfg, split, rank, world_size)], None
         self.position = 0
         self._decoded: OrderedDict = OrderedDict()
+        self.decodes = 0  # pairs this process decoded (a cache miss each)
 
     # -- order --
 
@@ -430,6 +431,7 @@ class PairDataset(torch.utils.data.IterableDataset):
             self._decoded.move_to_end(name)
             return self._decoded[name]
         pair = decode_sample(raw)
+        self.decodes += 1
         if self.cfg.augment:
             pair = with_augmentation(pair, masks=False)
             pair.pop("clean_real", None), pair.pop("clean_syn", None)
