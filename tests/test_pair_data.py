@@ -168,9 +168,12 @@ def test_more_ranks_than_pairs_is_refused(finished_run):
         PairDataset(config(finished_run, heldout_share=0.0), rank=0, world_size=9)
 
 
-def test_batches_are_the_same_with_any_number_of_loader_workers(finished_run):
+def test_batches_are_the_same_with_any_number_of_loader_workers_even_with_fewer_shards(finished_run):
     def first(workers: int, n: int = 3):
-        it = iter(pair_loader(PairDataset(config(finished_run), batch_size=2), num_workers=workers))
+        # rank 1 of 2 reads one shard: fewer shards than workers, and both workers make batches
+        ds = PairDataset(config(finished_run, heldout_share=0.0), rank=1, world_size=2, batch_size=2)
+        assert len(ds.sources[0].shard_order(0)) == 1
+        it = iter(pair_loader(ds, num_workers=workers))
         return [next(it) for _ in range(n)]
 
     for a, b in zip(first(0), first(2)):
@@ -222,10 +225,12 @@ def test_min_scores_keep_the_pairs_at_or_above_and_count_the_rest(finished_run, 
         ds = PairDataset(config(finished_run, heldout_share=0.0, min_scores={"csim": threshold}), epochs=1)
     assert {r.key for r in ds.rows} == want and 0 < len(want) < len(pairs)
     assert ds.skipped == {f"csim < {threshold:g}": len(pairs) - len(want)}
-    assert f"{len(want)} of {len(pairs)} pairs pass min_scores" in caplog.text
+    assert f"{len(want)} of {len(pairs)} pairs kept (min_scores" in caplog.text and f"csim < {threshold:g}" in caplog.text
     assert {k for _, _, k, _ in raw_keys(ds)} == want  # the stream holds only those
     none = PairDataset(config(finished_run, heldout_share=0.0, min_scores={"no_such_score": 0.0}))
     assert none.skipped == {"no_such_score missing": len(pairs)} and raw_keys(none) == []
+    short = PairDataset(config(finished_run, heldout_share=0.0, segment_frames=29))  # longer than the pairs
+    assert short.skipped == {"fewer than 29 frames": len(pairs)} and raw_keys(short) == []
 
 
 def test_weighted_manifests_mix_by_their_weights(finished_run, tmp_path):

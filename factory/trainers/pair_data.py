@@ -34,6 +34,7 @@ up to p, decoding nothing. The held-out split streams once, in manifest order, u
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -132,19 +133,29 @@ class PairRow:
 
 def index_manifest(source: int, path: Path, check: bool) -> list[PairRow]:
     """Every written pair of one manifest, in shard order: from its per-sample table when it has
-    one, else from the shards' meta.json (one pass over the bytes)."""
+    one, else from the shards' meta.json (one pass over the bytes). Made once per process and
+    manifest version: a recipe that builds its held-out set at every evaluation does not check
+    every shard's md5 again."""
+    path = Path(path)
+    stat = path.stat()
+    return list(_index(source, str(path), (stat.st_mtime_ns, stat.st_size), check))
+
+
+@functools.lru_cache(maxsize=32)
+def _index(source: int, path_str: str, version: tuple[int, int], check: bool) -> tuple[PairRow, ...]:
+    path = Path(path_str)
     urls = shard_urls(path, check=check)
     manifest = read_manifest(path)
     table = manifest.get("table")
     if table and (path.parent / table).is_file():
-        return _rows_from_table(source, path.parent / table, path, urls)
+        return tuple(_rows_from_table(source, path.parent / table, path, urls))
     rows = []
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         meta = json.loads(sample["meta.json"])
         lo, hi = meta["frame_range"]
         rows.append(PairRow(source, sample["__url__"], sample["__key__"], meta.get("video_key", meta["source"]),
                             int(hi - lo), tuple(sorted((k, float(v)) for k, v in meta.get("scores", {}).items()))))
-    return rows
+    return tuple(rows)
 
 
 def _rows_from_table(source: int, table: Path, path: Path, urls: list[str]) -> list[PairRow]:
@@ -166,9 +177,12 @@ def _rows_from_table(source: int, table: Path, path: Path, urls: list[str]) -> l
     return sorted(rows, key=lambda row: (order[row.shard], row.key))
 
 
-def below(row: PairRow, min_scores: dict[str, float]) -> str | None:
-    """The first threshold the pair fails (`name` below it, `name missing`), else None."""
-    scores = dict(row.scores)
+def skip_reason(row: PairRow, cfg: PairDataConfig) -> str | None:
+    """Why the pair is left out: the first threshold it fails (`name < x`, `name missing`), or
+    too few frames for one segment; None when it is kept."""
+    if not segment_starts(row.frames, cfg):
+        return f"fewer than {cfg.segment_frames} frames"
+    min_scores, scores = cfg.min_scores, dict(row.scores)
     for name, threshold in sorted(min_scores.items()):
         if name not in scores:
             return f"{name} missing"
@@ -307,13 +321,13 @@ class PairDataset(torch.utils.data.IterableDataset):
         self.skipped: dict[str, int] = {}
         self.rows = []
         for r in in_split:
-            reason = below(r, cfg.min_scores)
+            reason = skip_reason(r, cfg)
             if reason is None:
                 self.rows.append(r)
             else:
                 self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        if cfg.min_scores:
-            log.info("pair data (%s): %d of %d pairs pass min_scores %s; skipped: %s", split, len(self.rows),
+        if cfg.min_scores or self.skipped:
+            log.info("pair data (%s): %d of %d pairs kept (min_scores %s); skipped: %s", split, len(self.rows),
                      len(in_split), cfg.min_scores, ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none")
         mixed = cfg.weights is not None and len(cfg.manifests) > 1 and split == "train"
         if mixed:
@@ -367,7 +381,9 @@ class PairDataset(torch.utils.data.IterableDataset):
         if self.weights.sum() == 0:
             return
         # each manifest's own stream starts where the positions before self.position left it
-        counts = np.bincount(self.choices(0, self.position), minlength=len(self.sources))
+        counts = np.zeros(len(self.sources), np.int64)
+        for lo in range(0, self.position, MIX_BLOCK):
+            counts += np.bincount(self.choices(lo, min(self.position, lo + MIX_BLOCK)), minlength=len(self.sources))
         streams = [s.stream(int(c), None) for s, c in zip(self.sources, counts)]
         position = self.position
         while True:
