@@ -271,3 +271,21 @@ def test_config_loads_thresholds_and_refuses_bad_values(finished_run):
                      ({"segment_frames": 10}, "segment_frames"), ({"manifests": []}, "manifests")]:
         with pytest.raises(ConfigError, match=key):
             PairDataset(PairDataConfig(**{"manifests": [str(finished_run)], **bad}))
+
+
+def test_the_loops_resumable_batches_continue_exactly(finished_run):
+    """The loop's own resume path (loop.ResumableBatches over dit_recipe.ClipBatches, which takes
+    any dataset with a position) restores a PairDataset mid-epoch."""
+    from factory.trainers.dit_recipe import ClipBatches
+    from factory.trainers.loop import ResumableBatches
+
+    cfg = config(finished_run, heldout_share=0.0)
+    first = ResumableBatches(ClipBatches(PairDataset(cfg, batch_size=3), 0))
+    for _ in range(3):
+        next(first)
+    state = first.state_dict()
+    want = next(first)
+    again = ResumableBatches(ClipBatches(PairDataset(cfg, batch_size=3), 0), state)
+    got = next(again)
+    assert got["key"] == want["key"] and torch.equal(got["position"], torch.tensor([9, 10, 11]))
+    assert torch.equal(got["synthetic"], want["synthetic"]) and torch.equal(got["audio"], want["audio"])

@@ -24,8 +24,10 @@ only its own batches (worker w the batches w, w + n, ...), the order DataLoader 
 so the batches are the same with any number of workers, as in ClipDataset.
 
 Order and resume: epoch e of rank r is a seeded permutation of its shards (`resample`: shards
-drawn with replacement, webdataset's ResampledShards), each pair cut into its segments, through
-a shuffle buffer of `shuffle_buffer` segments seeded by (seed, epoch, rank). Several manifests
+drawn with replacement, webdataset's ResampledShards), their pairs through a shuffle buffer of
+`shuffle_buffer` raw pairs, each cut into its segments, through a second buffer of
+`segment_shuffle` segments (both seeded by (seed, epoch, rank)): a pair's segments stay close,
+so each process's small cache of decoded pairs decodes most pairs once. Several manifests
 with `weights` are mixed by a seeded choice per position (each manifest its own stream), without
 weights their shards form one pool. A position is a count of segments this rank has consumed;
 `start_at(p)` finds p's epoch from the index and replays that epoch's raw bytes through the buffer
