@@ -59,7 +59,8 @@ def test_a_batch_follows_the_contract(finished_run):
     video, mask = (2, 3, T, 64, 64), (2, 1, T, 64, 64)
     assert shapes == {"target": video, "synthetic": video, "motion": (2, 3, 5, 64, 64),
                       "references": (2, 3, 4, 64, 64), "face_mask": mask, "lip_mask": mask, "syn_lip_mask": mask,
-                      "alpha": mask, "mouth_landmarks": (2, T, len(MOUTH), 2), "syn_mouth_landmarks": (2, T, len(MOUTH), 2),
+                      "alpha": mask, "mouth_landmarks": (2, T, len(MOUTH), 2),
+                      "syn_mouth_landmarks": (2, T, len(MOUTH), 2),
                       "audio": (2, T * 640), "alt_audio": (2, T * 640), "motion_valid": (2,), "position": (2,)}
     for name in ("target", "synthetic", "motion", "references", "audio", "alt_audio"):
         assert batch[name].dtype == torch.float32 and -1 <= batch[name].min() and batch[name].max() <= 1

@@ -329,8 +329,9 @@ class PairDataset(torch.utils.data.IterableDataset):
             else:
                 self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if cfg.min_scores or self.skipped:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
             log.info("pair data (%s): %d of %d pairs kept (min_scores %s); skipped: %s", split, len(self.rows),
-                     len(in_split), cfg.min_scores, ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none")
+                     len(in_split), cfg.min_scores, reasons)
         mixed = cfg.weights is not None and len(cfg.manifests) > 1 and split == "train"
         if mixed:
             self.sources = [PairSource([r for r in self.rows if r.source == i], cfg, split, rank, world_size, i)
