@@ -79,10 +79,11 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def with_augmentation(sample: dict[str, Any]) -> dict[str, Any]:
+def with_augmentation(sample: dict[str, Any], masks: bool = True) -> dict[str, Any]:
     """The decoded sample with its recorded augmentation (meta["augment"], drawn by the factory
     for a share of pairs) applied identically to `syn` and `real`; the clean frames stay as
-    `clean_syn` / `clean_real`, and an occlusion's own mask as `augment_mask`."""
+    `clean_syn` / `clean_real`, and (with `masks`: it costs a third of the replay) an occlusion's
+    own mask as `augment_mask`."""
     recorded = sample.get("meta", {}).get("augment")
     if not recorded:
         return sample
@@ -90,7 +91,7 @@ def with_augmentation(sample: dict[str, Any]) -> dict[str, Any]:
 
     out = dict(sample, clean_real=sample["real"], clean_syn=sample["syn"])
     out["real"], out["syn"] = apply_augmentation(sample["real"], sample["syn"], recorded)
-    masks = occluder_masks(recorded)
+    masks = occluder_masks(recorded) if masks else None
     if masks is not None:
         out["augment_mask"] = masks
     return out
