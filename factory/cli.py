@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     generator = command("train-generator")
     generator.add_argument("config", help="YAML file, e.g. configs/generator_editor_cpu.yaml")
     generator.add_argument("overrides", nargs="*", help="key=value, e.g. clip_stores=[...] loop.steps=200 loop.executor=ray")
+    dubber = command("train-dubber")
+    dubber.add_argument("config", help="YAML file, e.g. configs/dubber_xdub_cpu.yaml")
+    dubber.add_argument("overrides", nargs="*", help="key=value, e.g. manifests=[runs/demo] loop.steps=200")
+    refine = command("refine")
+    refine.add_argument("config", help="YAML file, e.g. configs/refine_cpu.yaml")
+    refine.add_argument("overrides", nargs="*", help="key=value, e.g. rounds=3 out=runs/refine")
     dub = command("dub")
     dub.epilog = DUB_EXIT_CODES
     dub.add_argument("video", help="the video to dub (any container FFmpeg reads)")
@@ -146,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "train-syncnet":
                 return train_syncnet_command(args.config, args.overrides)
             if args.command == "train-generator":
-                return train_generator_command(args.config, args.overrides)
+                return train_command("factory.trainers.generators:train_generator", args.config, args.overrides)
+            if args.command == "train-dubber":
+                return train_command("factory.trainers.dubbers:train_dubber", args.config, args.overrides)
+            if args.command == "refine":
+                return refine_command(args.config, args.overrides)
             if args.command == "dub":
                 return dub_command(args)
         except KeyboardInterrupt:  # the executor has shut its Ray down on the way out
@@ -218,11 +228,13 @@ def train_syncnet_command(config_path: str, overrides: list[str]) -> int:
     return 0
 
 
-def train_generator_command(config_path: str, overrides: list[str]) -> int:
-    from factory.trainers.generators import train_generator
+def train_command(entry: str, config_path: str, overrides: list[str]) -> int:
+    """train-generator / train-dubber: `entry` ("module:function") trains from a config file."""
+    import importlib
 
+    module, function = entry.split(":")
     try:
-        metrics = train_generator(config_path, overrides)
+        metrics = getattr(importlib.import_module(module), function)(config_path, overrides)
     except ConfigError as exc:
         print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -230,23 +242,25 @@ def train_generator_command(config_path: str, overrides: list[str]) -> int:
     return 0
 
 
-def dub_command(args: argparse.Namespace) -> int:
-    from factory.dubbing import BadInput, DubSettings, dub
-    from factory.dubbing.track import TrackSettings
+def refine_command(config_path: str, overrides: list[str]) -> int:
+    from factory.executors.ray_executor import ResourceError
+    from factory.payload import ContractError
+    from pipelines.ingest import NoInputError
+    from pipelines.refine import refine
 
-    settings = DubSettings(segment_frames=args.segment_frames, crf=args.crf,
-                           track=TrackSettings(crop_size=args.crop_size))
     try:
-        report = dub(args.video, args.audio, args.output, checkpoint=args.checkpoint, generator=args.generator,
-                     settings=settings, progress=not args.quiet)
-    except ConfigError as exc:
-        print(f"factory: {exc}", file=sys.stderr)
+        record = refine(config_path, overrides)
+    except (ConfigError, ContractError) as exc:  # OutputError (out in use / not writable) is a ConfigError
+        print(f"factory: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except BadInput as exc:
+    except NoInputError as exc:
         print(f"factory: {exc}", file=sys.stderr)
         return EXIT_NO_INPUT
-    print(json.dumps(report, indent=1))
-    print(f"output: {report['output']}")
+    except ResourceError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_RESOURCES
+    for r in record["rounds"]:
+        print(json.dumps(r))
     return 0
 
 
