@@ -65,10 +65,11 @@ def expert_names(model: nn.Module) -> list[str]:
 
 def expert_for_time(t: float, ranges: dict[str, list[float]] | None = None, available=None) -> str | None:
     """The expert that is on at flow time t (None: the base model alone). Only experts in
-    `available` (default: all in `ranges`) are chosen."""
+    `available` (default: all in `ranges`) are chosen. Bounds are closed up to 1e-6: a sampler's
+    float32 sigma of 0.8 is 0.80000001."""
     ranges = ranges or {k: list(v) for k, v in EXPERT_RANGES.items()}
     for name, (lo, hi) in ranges.items():
-        if (available is None or name in available) and lo <= t <= hi:
+        if (available is None or name in available) and lo - 1e-6 <= t <= hi + 1e-6:
             return name
     return None
 

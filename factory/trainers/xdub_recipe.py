@@ -53,23 +53,7 @@ from factory.trainers.loop import LoopConfig, Recipe, unwrap
 PHASE_PART = {1: "base", 2: "lip", 3: "texture"}
 DERIVED = ("latent_channels", "audio_dim", "audio_window", "num_reference_frames", "temporal_compression")
 
-try:  # the pair loader (helper "pairdata"); the recipe's data settings are its PairDataConfig
-    from factory.trainers.pair_data import PairDataConfig, PairDataset, pair_loader
-except ImportError:  # pragma: no cover - until the pair loader is merged: the contract's settings
-    PairDataset = pair_loader = None
-
-    @dataclass
-    class PairDataConfig:
-        manifests: list[str] = field(default_factory=list)
-        weights: list[float] | None = None
-        resolution: int = 256
-        segment_frames: int = 25
-        motion_frames: int = 5
-        reference_frames: int = 4
-        heldout_share: float = 0.1
-        min_scores: dict[str, float] = field(default_factory=dict)
-        shuffle_buffer: int = 64
-        seed: int = 0
+from factory.trainers.pair_data import PairDataConfig, PairDataset, pair_loader
 
 
 # 1. settings --------------------------------------------------------------------------------
@@ -290,15 +274,11 @@ class XDubRecipe(Recipe):
     # -- data --
 
     def train_batches(self, batch_size: int, rank: int, world_size: int, seed: int):
-        if PairDataset is None:
-            raise ConfigError("the pair loader (factory/trainers/pair_data.py) is not in this checkout")
         dataset = PairDataset(data_config(self.config), "train", rank=rank, world_size=world_size,
                               batch_size=batch_size, audio_encoder=self.audio_encoder())
         return PairBatches(dataset, self.config.loader_workers)
 
     def heldout_batches(self) -> list[dict[str, Any]]:
-        if PairDataset is None:
-            return []
         e = self.config.eval
         dataset = PairDataset(data_config(self.config), "heldout", batch_size=e.batch_size,
                               audio_encoder=self.audio_encoder())
@@ -393,23 +373,28 @@ class XDubRecipe(Recipe):
 
 
 class PairBatches:
-    """Endless collated batches of a PairDataset, with the position the loop checkpoints."""
+    """Endless collated batches of a PairDataset, with the position the loop checkpoints (read
+    from the batches: with loader workers the dataset object here does not advance)."""
 
-    def __init__(self, dataset, num_workers: int):
-        self.dataset, self.num_workers = dataset, num_workers
+    def __init__(self, dataset: PairDataset, num_workers: int):
+        self.dataset, self.num_workers, self.position = dataset, num_workers, dataset.position
 
     def __iter__(self) -> "PairBatches":
+        # the DataLoader's iterator now (see dit_recipe.ClipBatches: its seed comes from the global RNG)
         self.iterator = iter(pair_loader(self.dataset, self.num_workers))
         return self
 
     def __next__(self) -> dict[str, Any]:
-        return next(self.iterator)
+        batch = next(self.iterator)
+        self.position = int(batch["position"][-1]) + 1
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return self.dataset.state_dict()
+        return {**self.dataset.state_dict(), "position": self.position}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dataset.load_state_dict(state)
+        self.position = self.dataset.position
 
 
 # 3. held-out metrics ------------------------------------------------------------------------
