@@ -302,7 +302,7 @@ class XDubRecipe(Recipe):
                          logit_std=c.logit_std, audio_drop_prob=c.phase_audio_drop(self.phase),
                          reference_drop_prob=c.reference_drop_prob, motion_drop_prob=c.motion_drop_prob)
         fm = weighted_flow_loss(flow, latents, c.lambda_face, c.lambda_lip)
-        metrics = {"flow": float(fm)}
+        metrics = {"flow": float(fm.detach())}
         total = fm
         if self.phase == 2 and c.lambda_sync > 0:
             total = total + c.lambda_sync * self._sync_term(flow, latents, batch, editor, metrics)
@@ -328,7 +328,7 @@ class XDubRecipe(Recipe):
         per_sample = sync_loss(syncnet, video, batch["audio"], starts)
         spoken = flow.audio_keep.to(per_sample.dtype)  # a sample trained without audio cannot be in sync with it
         term = (per_sample * spoken).sum() / spoken.sum().clamp_min(1)
-        metrics["sync"] = float(term)
+        metrics["sync"] = float(term.detach())
         return term
 
     def _identity_term(self, flow, latents, batch, editor, metrics) -> torch.Tensor:
@@ -344,7 +344,7 @@ class XDubRecipe(Recipe):
         emb = net(frames).reshape(b, len(picks), -1)
         per_sample = 1 - (emb * anchor[:, None]).sum(-1).mean(1)
         term = silent_mean(per_sample, flow.audio_keep)
-        metrics["identity"] = float(term)
+        metrics["identity"] = float(term.detach())
         return term
 
     # -- held-out evaluation --
