@@ -197,3 +197,23 @@ def test_texture_losses_see_only_the_silent_branch():
     loss.backward()
     assert torch.equal(per_sample.grad, torch.tensor([0.0, 0.5, 0.0, 0.5]))
     assert float(silent_mean(per_sample, torch.ones(4))) == 0.0  # nothing silent: no texture loss
+
+
+def test_edit_long_dubs_a_clip_longer_than_a_segment():
+    from factory.models.vae import VAE, VAEConfig
+    from factory.models.xdub_stage2 import edit_long
+
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(kind="wan", tiny={}, device="cpu"))
+    model = XDubEditor(**{**TINY_DIT, "latent_channels": vae.latent_channels, "num_reference_frames": 3,
+                          "motion_latent_frames": 2}).eval()  # 9-frame segments, 5 of them bridging the next
+    video, audio = torch.rand(1, 3, 15, 32, 32) * 2 - 1, torch.randn(1, 15, 2, 8)
+
+    def run(seed):
+        return edit_long(model, vae, video, audio, segment_frames=9, steps=2, generator=torch.Generator().manual_seed(seed))
+
+    out = run(0)
+    assert out.shape == video.shape and torch.isfinite(out).all() and out.abs().max() <= 1
+    assert torch.equal(out, run(0)) and not torch.equal(out, run(1))
+    with pytest.raises(ValueError, match="9-frame segments"):
+        edit_long(model, vae, video, audio, segment_frames=13, steps=2)
