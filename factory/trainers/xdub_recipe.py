@@ -255,6 +255,9 @@ class XDubRecipe(Recipe):
             model = XDubEditor(**{**cfg.model, "latent_channels": vae.latent_channels, "audio_dim": audio.dim,
                                   "audio_window": audio.window, "num_reference_frames": frames,
                                   "temporal_compression": vae.temporal_factor})
+        if (model.config.audio_dim, model.config.audio_window) != (audio.dim, audio.window):
+            raise ConfigError(f"config key 'audio': the editor reads audio features of width {model.config.audio_dim}, "
+                              f"{model.config.audio_window} a frame; the encoder gives {audio.dim}, {audio.window}")
         if model.config.num_reference_frames != frames or model.config.latent_channels != vae.latent_channels:
             raise ConfigError(f"config key 'init_from': the editor takes {model.config.num_reference_frames} latent "
                               f"frames of {model.config.latent_channels} channels; data.segment_frames and the VAE "
