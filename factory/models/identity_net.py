@@ -68,7 +68,9 @@ class IdentityEmbedder(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = net.eval().requires_grad_(False)
+        self.net = net.eval()
+        for p in self.net.parameters():  # frozen (a ScriptModule has no requires_grad_)
+            p.requires_grad_(False)
         self._grids: dict[tuple[int, str], torch.Tensor] = {}
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
@@ -102,5 +104,9 @@ def load_identity_net(backend: str, path: str | None = None, *, key: str = "iden
                               "`onnx2torch` package (pip install onnx2torch), or give a TorchScript export") from None
         net = convert(str(path))
     else:
-        net = torch.jit.load(str(path), map_location="cpu")
+        import warnings
+
+        with warnings.catch_warnings():  # torch deprecates TorchScript; ArcFace exports come in it
+            warnings.simplefilter("ignore", FutureWarning)
+            net = torch.jit.load(str(path), map_location="cpu")
     return IdentityEmbedder(net).to(device)
