@@ -5,7 +5,6 @@ flow time (in the sampler too), and which frames and samples each loss may see."
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
