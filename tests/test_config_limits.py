@@ -53,12 +53,15 @@ def test_audio_samples_per_frame_must_be_whole():
 
 
 def test_shipped_configs_and_nulls_where_allowed_pass():
+    from factory.trainers.dubbers import load_recipe as load_dubber_recipe
     from factory.trainers.generators import load_recipe
 
     trainer_configs = {"syncnet.yaml", "syncnet_cpu.yaml"}  # `factory train-syncnet`'s, another schema
     for path in sorted(Path("configs").glob("*.yaml")):
         if path.name.startswith("generator_"):  # `factory train-generator`'s: each recipe's schema
             load_recipe(path, ["clip_stores=[runs/some-store]"])  # the one key they leave to the command line
+        elif path.name.startswith("dubber_"):  # `factory train-dubber`'s: each recipe's schema
+            load_dubber_recipe(path, ["manifests=[runs/some-run]"])
         elif path.name not in trainer_configs:
             load_factory_config(path)
     load_factory_config(CONFIG, ["filters.identity.min_csim=null", "pair.max_reuse=null",
