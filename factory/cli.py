@@ -60,6 +60,14 @@ COMMANDS = {  # name: (one line for `factory --help`, the sentence(s) at the top
                         "Train a learned mask-based generator on clip stores (the config's `generator` key "
                         "picks dit_inpainter or latent_editor); its loop.out/final folder is what "
                         "generate.weights takes. Rerun the same command to resume."),
+    "train-dubber": ("Train a mask-free dubber (xdub-stage2, flashlips-refine) on pair manifests.",
+                     "Train a mask-free dubber on the factory's pair manifests (the config's `recipe` key "
+                     "picks xdub-stage2 or flashlips-refine); its loop.out/final folder is what `factory dub "
+                     "--checkpoint` takes, or the next phase's init_from. Rerun the same command to resume."),
+    "refine": ("Self-refinement rounds: generate pairs, train flashlips-refine, repeat.",
+               "Self-refinement over an existing clip store: each round generates pairs with the current "
+               "editor, trains flashlips-refine on them, and makes the result the next round's generator; "
+               "every round's manifest, checkpoint and eval numbers are kept side by side."),
     "dub": ("Dub a video: its face re-rendered to speak new audio (MP4 out).",
             "Re-render the face in VIDEO so its lips follow AUDIO, with the dubber in --checkpoint (a "
             "folder from `factory train-generator` / `factory train-dubber`) or a generator that needs no "
@@ -261,6 +269,26 @@ def refine_command(config_path: str, overrides: list[str]) -> int:
         return EXIT_RESOURCES
     for r in record["rounds"]:
         print(json.dumps(r))
+    return 0
+
+
+def dub_command(args: argparse.Namespace) -> int:
+    from factory.dubbing import BadInput, DubSettings, dub
+    from factory.dubbing.track import TrackSettings
+
+    settings = DubSettings(segment_frames=args.segment_frames, crf=args.crf,
+                           track=TrackSettings(crop_size=args.crop_size))
+    try:
+        report = dub(args.video, args.audio, args.output, checkpoint=args.checkpoint, generator=args.generator,
+                     settings=settings, progress=not args.quiet)
+    except ConfigError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BadInput as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    print(json.dumps(report, indent=1))
+    print(f"output: {report['output']}")
     return 0
 
 
