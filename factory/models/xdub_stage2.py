@@ -271,18 +271,23 @@ def sample_editor(model: XDubEditor, reference: torch.Tensor, audio_features: to
 def edit_long(model: XDubEditor, vae, video: torch.Tensor, audio_features: torch.Tensor, *, segment_frames: int = 25,
               steps: int = 25, shift: float = 5.0, audio_guidance: float = 1.0, reference_guidance: float = 1.0,
               expert_ranges: dict[str, list[float]] | None = None,
-              generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+              generator: torch.Generator | list[torch.Generator] | None = None,
+              first_motion: str = "generate") -> torch.Tensor:
     """Dub a clip of any length: the input video (B, 3, T, H, W) in [-1, 1] (the editor's reference,
     whose lips are to change) re-rendered for audio_features (B, T, W, D), in segments of
     `segment_frames` (1 + 4k) frames. Every segment after the first starts with the last 5 frames
     already rendered as its clean motion frames (re-encoded: the causal VAE makes the bridge exact,
-    see flow_matching.generate_long); the first renders every frame. Returns (B, 3, T, H, W)."""
+    see flow_matching.generate_long); the first renders every frame, or, with first_motion="source"
+    (the clip starts with frames already dubbed before it), keeps its first 5 as motion frames.
+    Returns (B, 3, T, H, W)."""
     from factory.models.flow_matching import _pad_to
 
     r = model.config.temporal_compression
     overlap = 1 + r * (model.config.motion_latent_frames - 1)
     if (segment_frames - 1) % r or segment_frames <= overlap:
         raise ValueError(f"segment_frames={segment_frames}: must be 1 + {r}k and longer than the {overlap} motion frames")
+    if first_motion not in ("generate", "source"):
+        raise ValueError(f"first_motion must be 'generate' or 'source', not {first_motion!r}")
     if segment_frames != 1 + r * (model.config.num_reference_frames - 1):
         raise ValueError(f"segment_frames={segment_frames}: the editor was built for "
                          f"{1 + r * (model.config.num_reference_frames - 1)}-frame segments")
@@ -293,7 +298,12 @@ def edit_long(model: XDubEditor, vae, video: torch.Tensor, audio_features: torch
         available = min(segment_frames, total - start)
         seg = _pad_to(video[:, :, start:start + available], segment_frames, 2)
         seg_audio = _pad_to(audio_features[:, start:start + available], segment_frames, 1)
-        motion = vae.encode(out[:, :, start:start + overlap]) if done else None
+        if done:
+            motion = vae.encode(out[:, :, start:start + overlap])
+        elif first_motion == "source" and available >= overlap:
+            motion = vae.encode(video[:, :, :overlap])
+        else:
+            motion = None
         z = sample_editor(model, vae.encode(seg), seg_audio, motion=motion, steps=steps, shift=shift,
                           audio_guidance=audio_guidance, reference_guidance=reference_guidance,
                           expert_ranges=expert_ranges, generator=generator)
