@@ -1,9 +1,11 @@
 """The registry that picks the dubber (protocol.py) `factory dub` runs for a checkpoint folder.
 
-The registry is keyed by the checkpoint folder's `config.json`: its `recipe` key (the dubber
-trainers' folders) or else its `generator` key (`factory train-generator`'s folders). Every
-registered mask-based generator (transplant, dit_inpainter, latent_editor, entry-point plugins)
-runs through one adapter (masked.py); a mask-free dubber plugs in with one entry:
+The registry is keyed by the checkpoint folder's `config.json`: the name under its first key of
+NAME_KEYS: `recipe`, `dubber` (a flashlips-refine dubber folder), `kind` (an xdub-stage2 folder),
+or else `generator` (`factory train-generator`'s folders). Every registered mask-based generator
+(transplant, dit_inpainter, latent_editor, entry-point plugins) runs through one adapter
+(masked.py); a mask-free dubber plugs in with one entry (xdub.py, flashlips.py; imported by the
+package's __init__):
 
     @register_dubber("xdub-stage2")
     def load_xdub(folder: Path | None, config: dict) -> Dubber: ...
@@ -20,6 +22,7 @@ from factory.generators.base import CONFIG_NAME
 
 from factory.dubbing.protocol import Dubber
 
+NAME_KEYS = ("recipe", "dubber", "kind", "generator")  # where each folder kind writes its name
 Loader = Callable[[Path | None, dict[str, Any]], Dubber]
 _DUBBERS: dict[str, Loader] = {}
 
@@ -49,9 +52,14 @@ def checkpoint_config(folder: str | Path) -> dict[str, Any]:
         config = json.loads((folder / CONFIG_NAME).read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--checkpoint {str(folder)!r}: {CONFIG_NAME} is not JSON ({exc})") from exc
-    if not isinstance(config, dict) or not (config.get("recipe") or config.get("generator")):
+    if not isinstance(config, dict) or not folder_name(config):
         raise ConfigError(f"--checkpoint {str(folder)!r}: {CONFIG_NAME} names no 'recipe' or 'generator'")
     return config
+
+
+def folder_name(config: dict[str, Any]) -> str | None:
+    """The dubber or generator a folder's config.json names."""
+    return next((config[k] for k in NAME_KEYS if isinstance(config.get(k), str) and config[k]), None)
 
 
 def load_dubber(checkpoint: str | Path | None = None, generator: str | None = None) -> Dubber:
@@ -62,7 +70,7 @@ def load_dubber(checkpoint: str | Path | None = None, generator: str | None = No
         raise ConfigError("give either --checkpoint DIR or --generator NAME (a generator without weights)")
     folder = Path(checkpoint) if checkpoint is not None else None
     config = checkpoint_config(folder) if folder is not None else {"generator": generator}
-    key = config.get("recipe") or config.get("generator")
+    key = folder_name(config)
     if key in _DUBBERS:
         return _DUBBERS[key](folder, config)
     if key in generator_names():
