@@ -8,9 +8,15 @@ The same video and new audio through `factory.dubbing.dub` with:
   - transplant (training-free), the tiny random latent_editor (one pass per frame: FlashLips'
     single step) and the tiny random dit_inpainter at --steps sampler steps (X-Dub's multi-step),
     each saved as a folder and loaded with --checkpoint as a user would;
-then the dubber pass alone (the `dub_s` part of the report): latent_editor over dit_inpainter,
-the single-step vs multi-step ratio (the papers: ~100 FPS vs ~1-5 FPS on GPUs; tiny random models
-on CPU say little about those numbers, only about the pipeline around them).
+  - the mask-free dubbers of `factory train-dubber`, their folders saved from freshly built
+    (random, untrained) models of the CPU recipes: xdub-stage2 (configs/dubber_xdub_cpu.yaml, a
+    phase-3 folder with both LoRA experts, --steps sampler steps, 32 px) and flashlips-refine
+    (configs/dubber_flashlips_cpu.yaml, a lip_flow folder: the lip-pose sampler, then one editor
+    pass per frame, 64 px);
+then the dubber pass alone (the `dub_s` part of the report): each single-step dubber over its
+multi-step counterpart (latent_editor over dit_inpainter, flashlips-refine over xdub-stage2): the
+single- vs multi-step ratio (the papers: ~100 FPS vs ~1-5 FPS on GPUs; tiny random models on CPU
+say little about those numbers, only about the pipeline around them).
 """
 
 from __future__ import annotations
@@ -58,7 +64,38 @@ def folders(tmp: Path, steps: int) -> dict[str, Path]:
     TransplantGenerator().save_pretrained(out["transplant"])
     LatentEditorGenerator.tiny().save_pretrained(out["latent_editor"])
     DiTInpainterGenerator.tiny(steps=steps).save_pretrained(out["dit_inpainter"])
+    out["xdub-stage2"] = xdub_folder(tmp, steps)
+    if (ROOT / FLASHLIPS).is_file():
+        out["flashlips-refine"] = flashlips_folder(tmp)
     return out
+
+
+XDUB, FLASHLIPS = "configs/dubber_xdub_cpu.yaml", "configs/dubber_flashlips_cpu.yaml"
+
+
+def saved(config: str, overrides: list[str], folder: Path) -> Path:
+    """A recipe's folder (what its run's loop.out/final would be), saved from a freshly built model."""
+    import torch
+
+    from factory.trainers.dubbers import load_recipe
+
+    recipe = load_recipe(str(ROOT / config), [*overrides, f"loop.out={folder}-run"])
+    recipe.save_pretrained(recipe.build_model(torch.device("cpu")), folder)
+    return folder
+
+
+def xdub_folder(tmp: Path, steps: int) -> Path:
+    """Phase 1 -> 2 -> 3, so the folder holds both LoRA experts (routed by flow time when sampling)."""
+    sampler = [f"eval.steps={steps}"]
+    p1 = saved(XDUB, [*sampler, "phase=1"], tmp / "xdub_p1")
+    p2 = saved(XDUB, [*sampler, "phase=2", f"init_from={p1}"], tmp / "xdub_p2")
+    return saved(XDUB, [*sampler, "phase=3", f"init_from={p2}"], tmp / "xdub_p3")
+
+
+def flashlips_folder(tmp: Path) -> Path:
+    """The editor stage's folder, then the lip_flow stage's: the dubber folder."""
+    editor = saved(FLASHLIPS, ["stage=editor"], tmp / "flashlips_editor")
+    return saved(FLASHLIPS, ["stage=lip_flow", f"init_from={editor}"], tmp / "flashlips_dubber")
 
 
 def main() -> None:
@@ -80,12 +117,15 @@ def main() -> None:
             print(name, json.dumps(reports[name]), flush=True)
     base = reports["passthrough"]["frames_per_s"]
     rows = [row("dub, pass-through (track + paste + encode)", base, "frames/s")]
-    rows += [row(f"dub, {name}" + (f" ({args.steps} steps)" if name == "dit_inpainter" else ""),
+    multi = ("dit_inpainter", "xdub-stage2")
+    rows += [row(f"dub, {name}" + (f" ({args.steps} steps)" if name in multi else ""),
                  r["frames_per_s"], "frames/s", base, "pass-through") for name, r in reports.items()
              if name != "passthrough"]
     alone = {name: r["frames"] / max(r["dub_s"], 1e-9) for name, r in reports.items()}
-    rows.append(row("dubber pass alone, latent_editor (single step)", alone["latent_editor"], "frames/s",
-                    alone["dit_inpainter"], f"dit_inpainter, {args.steps} steps"))
+    for single, several in (("latent_editor", "dit_inpainter"), ("flashlips-refine", "xdub-stage2")):
+        if single in alone and several in alone:
+            rows.append(row(f"dubber pass alone, {single} (single step)", alone[single], "frames/s",
+                            alone[several], f"{several}, {args.steps} steps"))
     emit("dub", rows, args.json, video={"seconds": args.seconds, "size": args.size})
 
 
