@@ -74,3 +74,46 @@ def test_an_xdub_folder_cannot_run_without_its_weights(media, tmp_path, capsys):
     assert main(["dub", str(media["video"]), str(media["short"]), "--generator", "xdub-stage2",
                  "-o", str(out), "-q"]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+# 2. flashlips-refine ----------------------------------------------------------------------------
+
+FLASHLIPS_CONFIG = "configs/dubber_flashlips_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def flashlips_folder(finished_run, tmp_path_factory):
+    """The editor stage (2 steps, fresh tiny editor), then the lip_flow stage from its final folder
+    (2 steps): the dubber folder; the lip-pose sampler at its config's 8 steps."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("flashlips_dubber")
+    common = [f"manifests=[{finished_run}]", "loop.steps=2", "loop.eval_every=0", "loop.progress=false",
+              "pose_stats_segments=4"]
+    train_dubber(FLASHLIPS_CONFIG, [*common, "stage=editor", f"loop.out={root / 'editor'}"])
+    train_dubber(FLASHLIPS_CONFIG, [*common, "stage=lip_flow", f"init_from={root / 'editor' / 'final'}",
+                                    f"loop.out={root / 'flow'}"])
+    return root
+
+
+def test_a_flashlips_folder_dubs_a_video_through_factory_dub(flashlips_folder, media, original, tmp_path):
+    out = tmp_path / "dubbed.mp4"
+    assert main(["dub", str(media["video"]), str(media["short"]), "--checkpoint", str(flashlips_folder / "flow" / "final"),
+                 "--segment-frames", "50", "-o", str(out), "-q"]) == 0
+    measured = check_dubbed(out, media, original, media["short_pcm"])
+    assert measured["mouth_change"].min() > 5  # a 2-step editor redraws every frame's mouth
+
+
+def test_the_flashlips_dubber_is_seeded_and_its_editor_folder_is_a_generator(flashlips_folder, original):
+    dubber = load_dubber(flashlips_folder / "flow" / "final")
+    assert (dubber.name, dubber.crop_size, dubber.motion_frames) == ("flashlips-refine", 256, 0)
+    dubber.setup("cpu")
+    frames, points = original["frames"][:6], np.stack(original["points"][:6]).astype(np.float32)
+    audio = np.random.default_rng(0).integers(-8000, 8000, 6 * 640).astype(np.int16)
+    first = dubber.dub_segment(frames, points, audio, None, seed=3)
+    assert first.frames.shape == frames.shape and first.frames.dtype == np.uint8
+    assert first.alpha.shape == frames.shape[:3] and first.alpha.max() == 255 and corners_zero(first.alpha)
+    assert np.array_equal(dubber.dub_segment(frames, points, audio, None, seed=3).frames, first.frames)
+    # another segment's seed: other noise for the lip-pose sampler, other lips
+    assert not np.array_equal(dubber.dub_segment(frames, points, audio, None, seed=4).frames, first.frames)
+    # the editor stage's folder is a latent_editor generator: factory dub runs it mask-based
+    assert load_dubber(flashlips_folder / "editor" / "final").name == "latent_editor"

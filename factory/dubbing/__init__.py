@@ -10,6 +10,6 @@
 from factory.dubbing.dubbers import load_dubber, register_dubber
 from factory.dubbing.protocol import DubbedSegment, Dubber
 from factory.dubbing.run import BadInput, DubSettings, dub
-from factory.dubbing import xdub  # noqa: F401  (registers the mask-free dubbers)
+from factory.dubbing import flashlips, xdub  # noqa: F401  (register the mask-free dubbers)
 
 __all__ = ["BadInput", "DubSettings", "DubbedSegment", "Dubber", "dub", "load_dubber", "register_dubber"]
