@@ -55,7 +55,7 @@ BENCHES = [
     Bench("syncnet", ["--run", "{run}", "--steps", "8", "--clips", "1", "--frames", "30"], 150),
     Bench("decode", ["--frames", "125", "--repeats", "2"], 60),
     Bench("storage", ["--clips", "{clips}", "--pairs", "3", "--repeats", "1"], 120),
-    Bench("dub", ["--seconds", "4", "--size", "256", "--steps", "10"], 180),
+    Bench("dub", ["--seconds", "4", "--size", "256", "--steps", "10", "--run", "{run}"], 180),
     Bench("run", ["--videos", "2"], 300, default=False),  # Ray vs in-process: minutes of Ray start-up
 ]
 # Not throughput benches (not run here): bench/calibrate_identity.py, bench/calibrate_vlm.py

@@ -1,6 +1,6 @@
 """`factory dub` frames/s per dubber on one demo talking video, in one run.
 
-    .venv/bin/python bench/dub.py [--seconds 8] [--size 384] [--steps 25] [--json PATH]
+    .venv/bin/python bench/dub.py [--seconds 8] [--size 384] [--steps 25] [--run OUT] [--json PATH]
 
 The same video and new audio through `factory.dubbing.dub` with:
   - a pass-through dubber (renders nothing, alpha 0): tracking, pasting and encoding alone, the
@@ -12,7 +12,8 @@ The same video and new audio through `factory.dubbing.dub` with:
     (random, untrained) models of the CPU recipes: xdub-stage2 (configs/dubber_xdub_cpu.yaml, a
     phase-3 folder with both LoRA experts, --steps sampler steps, 32 px) and flashlips-refine
     (configs/dubber_flashlips_cpu.yaml, a lip_flow folder: the lip-pose sampler, then one editor
-    pass per frame, 64 px);
+    pass per frame, 64 px; only with --run, a finished factory run whose pairs set the lip-pose
+    normalisation the lip_flow stage records);
 then the dubber pass alone (the `dub_s` part of the report): each single-step dubber over its
 multi-step counterpart (latent_editor over dit_inpainter, flashlips-refine over xdub-stage2): the
 single- vs multi-step ratio (the papers: ~100 FPS vs ~1-5 FPS on GPUs; tiny random models on CPU
@@ -50,7 +51,7 @@ class PassThrough:
 register_dubber("bench-passthrough")(lambda folder, config: PassThrough())
 
 
-def folders(tmp: Path, steps: int) -> dict[str, Path]:
+def folders(tmp: Path, steps: int, run: str | None) -> dict[str, Path]:
     import torch
 
     from factory.generators.dit_inpainter import DiTInpainterGenerator
@@ -65,8 +66,8 @@ def folders(tmp: Path, steps: int) -> dict[str, Path]:
     LatentEditorGenerator.tiny().save_pretrained(out["latent_editor"])
     DiTInpainterGenerator.tiny(steps=steps).save_pretrained(out["dit_inpainter"])
     out["xdub-stage2"] = xdub_folder(tmp, steps)
-    if (ROOT / FLASHLIPS).is_file():
-        out["flashlips-refine"] = flashlips_folder(tmp)
+    if run and (ROOT / FLASHLIPS).is_file():
+        out["flashlips-refine"] = flashlips_folder(tmp, run)
     return out
 
 
@@ -92,17 +93,20 @@ def xdub_folder(tmp: Path, steps: int) -> Path:
     return saved(XDUB, [*sampler, "phase=3", f"init_from={p2}"], tmp / "xdub_p3")
 
 
-def flashlips_folder(tmp: Path) -> Path:
-    """The editor stage's folder, then the lip_flow stage's: the dubber folder."""
-    editor = saved(FLASHLIPS, ["stage=editor"], tmp / "flashlips_editor")
-    return saved(FLASHLIPS, ["stage=lip_flow", f"init_from={editor}"], tmp / "flashlips_dubber")
+def flashlips_folder(tmp: Path, run: str) -> Path:
+    """The editor stage's folder, then the lip_flow stage's (its pose statistics from the run's
+    pairs): the dubber folder."""
+    data = [f"manifests=[{run}]", "pose_stats_segments=4"]
+    editor = saved(FLASHLIPS, [*data, "stage=editor"], tmp / "flashlips_editor")
+    return saved(FLASHLIPS, [*data, "stage=lip_flow", f"init_from={editor}"], tmp / "flashlips_dubber")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--size", type=int, default=384, help="video side in pixels (the demo's)")
-    parser.add_argument("--steps", type=int, default=25, help="dit_inpainter sampler steps")
+    parser.add_argument("--steps", type=int, default=25, help="dit_inpainter and xdub-stage2 sampler steps")
+    parser.add_argument("--run", help="a finished factory run (its pairs): adds the flashlips-refine row")
     add_json_flag(parser)
     args = parser.parse_args()
     from factory.demo import SENTENCES, make_talking_video, speak
@@ -112,7 +116,7 @@ def main() -> None:
         video = make_talking_video(tmp / "video.mp4", SENTENCES[0], seconds=args.seconds, size=args.size, seed=0)
         sf.write(tmp / "new.wav", speak(SENTENCES[1])[:int(args.seconds * 16000)], 16000, subtype="PCM_16")
         reports = {}
-        for name, folder in folders(tmp, args.steps).items():
+        for name, folder in folders(tmp, args.steps, args.run).items():
             reports[name] = dub(video, tmp / "new.wav", tmp / f"{name}.mp4", checkpoint=folder, settings=DubSettings())
             print(name, json.dumps(reports[name]), flush=True)
     base = reports["passthrough"]["frames_per_s"]
