@@ -66,7 +66,7 @@ class XDubDubber:
 
         if self.model is None:
             self.setup("cpu")
-        s, n, size = self.settings, len(frames), frames.shape[1]
+        s, size = self.settings, frames.shape[1]
         resolution = int(s.get("resolution", 256))
         lead = self.motion_frames if motion is not None and len(motion) >= self.motion_frames > 0 else 0
         clip = np.concatenate([motion[len(motion) - lead:], frames]) if lead else frames
