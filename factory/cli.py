@@ -60,6 +60,17 @@ COMMANDS = {  # name: (one line for `factory --help`, the sentence(s) at the top
                         "Train a learned mask-based generator on clip stores (the config's `generator` key "
                         "picks dit_inpainter or latent_editor); its loop.out/final folder is what "
                         "generate.weights takes. Rerun the same command to resume."),
+    "train-dubber": ("Train a mask-free dubber (xdub-stage2, flashlips-refine) on pair manifests.",
+                     "Train a mask-free dubber on the factory's pairs (manifests=[...]; the config's `recipe` "
+                     "key picks xdub-stage2 or flashlips-refine, each phase or stage its own run); its "
+                     "loop.out/final folder is what `factory dub --checkpoint` or the next phase's init_from "
+                     "takes. Local by default, Ray Train with loop.executor=ray. Rerun the same command to "
+                     "resume."),
+    "refine": ("Self-refinement rounds: the editor makes pairs, trains on them, becomes the next generator.",
+               "FlashLips self-refinement over an existing clip store: each round makes pairs with the "
+               "round's latent_editor (`factory pairs`, no re-ingest), trains flashlips-refine on them, and "
+               "the result is the next round's generator; every round's manifest, checkpoint and held-out "
+               "numbers are kept side by side in OUT/rounds.json. Rerun the same command to resume."),
     "dub": ("Dub a video: its face re-rendered to speak new audio (MP4 out).",
             "Re-render the face in VIDEO so its lips follow AUDIO, with the dubber in --checkpoint (a "
             "folder from `factory train-generator` / `factory train-dubber`) or a generator that needs no "
