@@ -116,3 +116,11 @@ def test_a_second_refilter_starts_from_the_runs_thresholds(finished_run, tmp_pat
     said = capsys.readouterr().out
     assert f"{len(kept)} pairs kept" in said and "not on top of an earlier refilter" in said
     assert sorted(r["key"] for r in read_table(out / "samples.parquet") if r["fate"] == "kept") == kept
+
+
+def test_train_dubber_refuses_an_unknown_recipe_or_no_manifests_naming_the_key(tmp_path, capsys):
+    assert main(["train-dubber", "configs/dubber_xdub_cpu.yaml", "recipe=wav2lip", f"loop.out={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "'recipe'" in err and "flashlips-refine" in err and "xdub-stage2" in err
+    assert main(["train-dubber", "configs/dubber_xdub_cpu.yaml", "manifests=[]", f"loop.out={tmp_path}"]) == 2
+    assert "manifests" in capsys.readouterr().err
