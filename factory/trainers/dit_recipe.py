@@ -347,7 +347,8 @@ def evaluate_mouth(dit: DiTInpainter, vae: CachedVAE, batches: list[dict[str, An
     - latent_l1_*: the same comparison in the VAE's latent space (lip cells), where a random VAE
       does not blur the verdict: the sampled latents vs the masked input's and the reference's;
     - with cfg.audio_swap, latent_change_audio / latent_change_noise (and mouth_change_*): how far
-      the lip region moves when another clip's audio drives it, and when only the noise changes.
+      the lip region moves when another clip's audio drives it, and when only the noise changes;
+      latent_l1_dit_swapped: the render driven by the other clip's audio against the real latents.
     Motion frames (first_motion="source") are context, not scored."""
     r = dit.config.temporal_compression
     m = dit.config.motion_latent_frames if cfg.first_motion == "source" else 0
@@ -399,6 +400,9 @@ def evaluate_mouth(dit: DiTInpainter, vae: CachedVAE, batches: list[dict[str, An
                                   ("noise", sample_latents(batch["audio_features"], seed + 1))):
                 add(f"latent_change_{name}", _region_l1_mse(changed[:, :, m:], ours[:, :, m:], lip_cells, 1.0)[0],
                     float(lip_cells.sum()))
+                if name == "audio":  # lips that follow the audio fit the real mouth worse with the wrong audio
+                    add("latent_l1_dit_swapped", _region_l1_mse(changed[:, :, m:], z.target[:, :, m:], lip_cells, 1.0)[0],
+                        float(lip_cells.sum()))
                 moved = kept + vae.decode(changed).to(frames.dtype) * face
                 add(f"mouth_change_{name}", _region_l1_mse(moved[:, :, skip:], render[:, :, skip:], lip)[0], weight)
         index += b
