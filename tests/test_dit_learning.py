@@ -14,9 +14,11 @@ What it took (measured on this corpus, see configs/generator_dit_cpu.yaml): the 
 by the speech's loudness (factory/demo.py), and its static landmarks gave a face mask that left
 the dropped chin visible, so the background told the opening (face_mask_grow); log-mel features
 carry the loudness (a ridge probe, train videos -> held-out video: R^2 0.88-0.93 vs 0.53-0.82 for
-the tiny random Whisper's states); the lips weighed up (lambda_lip); more distinct segments
-(segment_stride 4, six videos) so the mouth cannot be memorised per segment; and audio CFG at
-sampling, which X-Dub uses too."""
+the tiny random Whisper's states); the lips weighed up (lambda_lip 10); X-Dub's shift 5; more
+distinct segments (segment_stride 4, six videos); and audio CFG at sampling, as X-Dub samples.
+Audio swap vs noise (guidance 1, 1000 steps): Whisper 0.006 vs 0.089, mel 0.014 vs 0.085, grown mask
+0.020 vs 0.110, lambda_lip 10 0.033 vs 0.107, shift 5 0.039 vs 0.079; 1500 steps 0.046 vs 0.072;
+guidance 2: 0.092 vs 0.075."""
 
 from __future__ import annotations
 
@@ -55,10 +57,14 @@ def test_a_short_cpu_training_inpaints_heldout_mouths_that_follow_the_audio(stor
     start, end = metrics["evals"][0], metrics["last_eval"]
     assert start["step"] == 0 and end["step"] == STEPS
     print(json.dumps({"start": start, "end": end}, indent=1))
-    # MEASURED
+    # measured (1 thread; 8 min on the loaded 2-core box, store included), lip cells of 8 held-out segments:
+    # it learned: 1.21 -> 0.174,
     assert end["latent_l1_dit"] < 0.3 * start["latent_l1_dit"]
+    # closer to the real mouths than a reference frame's mouth pasted in (0.273) and the masked input (0.624),
     assert end["latent_l1_dit"] < 0.85 * end["latent_l1_reference"]
     assert end["latent_l1_dit"] < 0.5 * end["latent_l1_masked"]
+    # another held-out clip's audio moves the lips more (0.092) than re-sampling the noise does (0.075)
     assert end["latent_change_audio"] > end["latent_change_noise"]
+    # and away from the real mouth (0.178 vs 0.174: a thin margin; the opening is ~1.7 px at 32 px)
     assert end["latent_l1_dit_swapped"] > end["latent_l1_dit"]
     assert (tmp_path / "run" / "final" / "config.json").is_file()
