@@ -133,7 +133,11 @@ class DiTInpainterGenerator(Generator):
             vae_entry = {"kind": vae.kind, "path": VAE_DIR, "subfolder": None}
         vae_entry["dtype"] = vae.dtype
         audio = self.audio.config if isinstance(self.audio, AudioFeatures) else self.audio
-        if audio.path is not None:
+        if audio.kind == "mel":  # no weights: the extractor's settings are the whole audio model
+            extractor = self.audio if isinstance(self.audio, AudioFeatures) else AudioFeatures(audio)
+            extractor.extractor.save_pretrained(path / AUDIO_DIR)
+            audio_entry = {"kind": "mel", "path": AUDIO_DIR}
+        elif audio.path is not None:
             audio_entry = {"path": str(Path(audio.path).resolve())}
         else:
             encoder = self.audio if isinstance(self.audio, AudioFeatures) else \
@@ -171,7 +175,8 @@ class DiTInpainterGenerator(Generator):
         v = config["vae"]
         vae = VAEConfig(kind=v["kind"], path=inside(v["path"]), subfolder=v.get("subfolder"),
                         dtype=v.get("dtype", "float32"))
-        audio = AudioFeatureConfig(path=inside(config["audio"]["path"]), window=config["audio"]["window"])
+        a = config["audio"]
+        audio = AudioFeatureConfig(kind=a.get("kind", "whisper"), path=inside(a["path"]), window=a["window"])
         return cls(settings, dit=dit, vae=vae, audio=audio)
 
     # -- rendering -----------------------------------------------------------------------------
@@ -179,6 +184,8 @@ class DiTInpainterGenerator(Generator):
     def setup(self, device: str) -> None:
         """Move the DiT to `device` (the one Ray assigned, or "cpu") and load the VAE and the
         audio encoder there."""
+        import torch
+
         from factory.config import ConfigError
         from factory.models.audio_features import AudioFeatureConfig, AudioFeatures
         from factory.models.vae import VAE, VAEConfig
@@ -195,8 +202,9 @@ class DiTInpainterGenerator(Generator):
         if isinstance(self.audio, AudioFeatureConfig):
             self.audio = AudioFeatures(dataclasses.replace(self.audio, device=self.device), key=f"{self.name}.audio")
         elif str(self.audio.device) != self.device:
-            self.audio.encoder.to(self.device)
-            self.audio.device = self.audio.encoder.device
+            if self.audio.encoder is not None:  # kind mel has none
+                self.audio.encoder.to(self.device)
+            self.audio.device = torch.device(self.device)
 
     def generate_batch(self, inputs: list[GenerationInput]) -> list[np.ndarray]:
         if self.device is None:
