@@ -275,12 +275,33 @@ def refine_command(config_path: str, overrides: list[str]) -> int:
     return 0
 
 
+def dub_command(args: argparse.Namespace) -> int:
+    from factory.dubbing import BadInput, DubSettings, dub
+    from factory.dubbing.track import TrackSettings
+
+    settings = DubSettings(segment_frames=args.segment_frames, crf=args.crf,
+                           track=TrackSettings(crop_size=args.crop_size))
+    try:
+        report = dub(args.video, args.audio, args.output, checkpoint=args.checkpoint, generator=args.generator,
+                     settings=settings, progress=not args.quiet)
+    except ConfigError as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BadInput as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    print(json.dumps(report, indent=1))
+    print(f"output: {report['output']}")
+    return 0
+
+
 def verify_command(out: str) -> int:
     from pathlib import Path
 
     from manifests.verify import verify
 
-    if not (Path(out) / "manifest.json").is_file():  # nothing to check is no input, not a damaged run
+    traces = ("manifest.json", "shards", "state", "samples.parquet")  # what a run leaves, even a damaged one
+    if not any((Path(out) / name).exists() for name in traces):  # nothing to check is no input, not damage
         what = "no such folder" if not Path(out).exists() else "no manifest.json in it"
         print(f"factory verify: {out} is not a run's output ({what})", file=sys.stderr)
         return EXIT_NO_INPUT

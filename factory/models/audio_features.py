@@ -186,3 +186,34 @@ class AudioFeatures:
         if audio.dtype == np.int16:
             audio = audio.astype(np.float32) / 32768.0
         return self(torch.from_numpy(np.asarray(audio, np.float32))[None])[0].cpu().numpy()
+
+
+def save_whisper_encoder(audio: AudioFeatures, folder: Path) -> None:
+    """An AudioFeatures' encoder as a Whisper folder AudioFeatureConfig(path=...) loads: the
+    encoder weights inside a WhisperModel (its decoder as configured, unused) + the extractor."""
+    from transformers import WhisperModel
+
+    with torch.random.fork_rng(devices=[]):
+        model = WhisperModel(audio.encoder.config)
+    model.encoder.load_state_dict(audio.encoder.state_dict())
+    model.save_pretrained(folder)
+    audio.extractor.save_pretrained(folder)
+
+
+def save_audio_entry(audio: "AudioFeatures | AudioFeatureConfig", folder: Path, subdir: str = "audio") -> dict[str, Any]:
+    """The `audio` entry of a model folder's config.json: log-mel keeps only the extractor's settings,
+    a local Whisper is recorded by its path, a tiny/random encoder is saved into folder/subdir."""
+    import dataclasses
+
+    config = audio.config if isinstance(audio, AudioFeatures) else audio
+    features = audio if isinstance(audio, AudioFeatures) else None
+    if config.kind == "mel":  # no weights: the extractor's settings are the whole audio model
+        (features or AudioFeatures(config)).extractor.save_pretrained(Path(folder) / subdir)
+        entry = {"kind": "mel", "path": subdir}
+    elif config.path is not None:
+        entry = {"path": str(Path(config.path).resolve())}
+    else:
+        save_whisper_encoder(features or AudioFeatures(dataclasses.replace(config, device="cpu")), Path(folder) / subdir)
+        entry = {"path": subdir}
+    entry["window"] = config.window
+    return entry
