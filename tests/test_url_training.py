@@ -16,7 +16,7 @@ from safetensors.torch import load as load_safetensors
 from factory import storage
 from factory.trainers.checkpoints import load_trainer_state
 from factory.trainers.loop import train
-from factory.trainers.pair_data import PairDataConfig, PairDataset
+from factory.trainers.pair_data import PairDataConfig, PairDataset, pair_loader
 from manifests.reader import DamagedShard, iter_pairs
 from tests.test_train_loop import assert_same_tensors, recipe
 
@@ -70,6 +70,16 @@ def test_the_pair_loader_reads_a_run_on_s3_as_from_disk(finished_run, s3_bucket)
                         samples(PairDataset(config(url), "heldout"), 3))
     keys = [s["__key__"] for s in iter_pairs(finished_run / "manifest.json", decode=False)]
     assert [s["__key__"] for s in iter_pairs(url + "/manifest.json", decode=False)] == keys
+
+
+def test_loader_workers_stream_from_s3_the_batches_one_process_reads_from_disk(finished_run, s3_bucket):
+    url = upload_run(finished_run, s3_bucket + "/run")  # workers are forked after s3fs is in use here
+
+    def keys(where: str, workers: int) -> list[str]:
+        batches = iter(pair_loader(PairDataset(config(where, heldout_share=0.0), batch_size=2), num_workers=workers))
+        return [k for _ in range(3) for k in next(batches)["key"]]
+
+    assert keys(url, 2) == keys(str(finished_run), 0)
 
 
 def test_without_a_table_the_index_comes_from_the_shards_on_storage(finished_run):
