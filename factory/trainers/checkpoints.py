@@ -8,7 +8,8 @@ continue exactly where it stopped.
 
 `out` is a local path or a URL (factory/storage.py). A checkpoint is complete or absent: locally
 written under `.partial` and renamed; on object storage (no rename) uploaded file by file with
-trainer.pt last, and only a folder holding trainer.pt counts. The newest `keep` are kept. Resuming compares the saved config with the new one: keys that change what is
+trainer.pt last, and only a folder holding trainer.pt counts. The newest `keep` are kept.
+Resuming compares the saved config with the new one: keys that change what is
 trained (lr, batch size, model, data...) must match, and the refusal names each that differs.
 """
 

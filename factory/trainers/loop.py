@@ -523,7 +523,8 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
 
     from factory import cluster
 
-    out = cfg.out if storage.is_url(cfg.out) else str(Path(cfg.out).resolve())  # the ranks' working folders are not this one
+    # the ranks' working folders are not this one
+    out = cfg.out if storage.is_url(cfg.out) else str(Path(cfg.out).resolve())
     recipe = copy.copy(recipe)
     recipe.config = dataclasses.replace(recipe.config, loop=dataclasses.replace(cfg, out=str(out)))
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()
@@ -540,7 +541,9 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     finally:
         cluster.disconnect(started)
     metrics_file = storage.join(out, "metrics.json")
-    return json.loads(storage.read_text(metrics_file)) if storage.isfile(metrics_file) else dict(result.metrics or {})
+    if storage.isfile(metrics_file):
+        return json.loads(storage.read_text(metrics_file))
+    return dict(result.metrics or {})
 
 
 def ray_worker(config: dict[str, Any]) -> None:

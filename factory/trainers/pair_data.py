@@ -71,7 +71,8 @@ MIX_BLOCK = 4096  # mixing choices are drawn in seeded blocks, so position p's c
 
 @dataclass
 class PairDataConfig:
-    manifests: list[str] = field(default_factory=list)  # manifest JSON paths or run folders (wids-shard-index-v1), or their URLs
+    # manifest JSON paths or run folders (wids-shard-index-v1), local or URLs (s3://bucket/run)
+    manifests: list[str] = field(default_factory=list)
     weights: list[float] | None = None  # mixing weights, one per manifest (null: one pool of all shards)
     resolution: int = 256  # frames and masks are resized to this square side
     segment_frames: int = 25  # T: 4k + 1 (the Wan VAE)
