@@ -175,8 +175,9 @@ def ls(path: str | os.PathLike) -> list[str]:
     fs, inner = url_to_fs(str(path))
     if not fs.isdir(inner):
         return []
-    protocol = str(path).split("://", 1)[0]
-    return sorted(f"{protocol}://{p.lstrip('/')}" for p in fs.ls(inner, detail=False))
+    protocol, own = str(path).split("://", 1)[0], inner.strip("/")
+    # an object store may hold a folder marker (`run/`) that lists as the folder itself
+    return sorted(f"{protocol}://{p.strip('/')}" for p in fs.ls(inner, detail=False) if p.strip("/") != own)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from safetensors.torch import load as load_safetensors
 
 from factory import storage
 from factory.trainers.checkpoints import load_trainer_state
-from factory.trainers.loop import train
+from factory.trainers.loop import run_training, train
 from factory.trainers.pair_data import PairDataConfig, PairDataset, pair_loader
 from manifests.reader import DamagedShard, iter_pairs
 from tests.test_train_loop import assert_same_tensors, recipe
@@ -136,3 +136,22 @@ def test_a_run_checkpointing_to_a_url_resumes_exactly(tmp_path, monkeypatch, req
     assert len(events) == 2 and all(b"train/loss" in storage.read_bytes(e) for e in events)
     assert torch.load(io.BytesIO(storage.read_bytes(storage.join(out, "checkpoints", "step-00000004", "trainer.pt"))),
                       weights_only=False)["step"] == 4
+
+
+@pytest.mark.slow
+def test_ray_train_two_ranks_checkpoint_to_s3_and_resume(s3_bucket):
+    from factory import cluster
+
+    out = s3_bucket + "/run"
+    started = cluster.connect(num_cpus=2)  # started here, so its workers inherit the test's AWS variables
+    try:
+        settings = dict(executor="ray", num_workers=2, grad_accum=2, checkpoint_every=1, ema_decay=0.9)
+        first = run_training(recipe(out, steps=2, **settings))
+        assert first["steps"] == 2 and storage.isfile(storage.join(out, "final", "model.safetensors"))
+        resumed = run_training(recipe(out, steps=4, **settings))
+    finally:
+        cluster.disconnect(started)
+    assert resumed["resumed_from"] == 2 and resumed["steps"] == 4
+    state = load_trainer_state(storage.join(out, "checkpoints", "step-00000004"))
+    assert state["step"] == 4 and [r["data"]["source"]["position"] for r in state["ranks"]] == [8, 8]
+    assert storage.isdir(storage.join(out, "ray"))  # Ray Train's own run state on the bucket too
