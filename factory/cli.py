@@ -150,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with _sigterm_unwinds():
         try:
+            _refuse_url_arguments(args)
+        except ConfigError as exc:
+            print(f"factory: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
             if args.command in ("run", "ingest", "pairs"):
                 return run_command(args.config, args.overrides, progress=not args.quiet, command=args.command)
             if args.command == "verify":
@@ -174,6 +179,19 @@ def main(argv: list[str] | None = None) -> int:
             print("factory: interrupted; rerun the same command to resume", file=sys.stderr)
             return 130
     return EXIT_CONFIG
+
+
+def _refuse_url_arguments(args: argparse.Namespace) -> None:
+    """Paths given as arguments (not overrides) that still must be local: every command but the
+    trainers reads and writes local files only (training's URLs are config keys: loop.out, manifests)."""
+    from factory.storage import refuse_urls
+
+    names = ("config", "out", "output", "target", "video", "audio", "checkpoint")
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None)}
+    if args.command == "eval":  # its overrides name manifests, videos and the report: all read locally
+        overrides = [*args.overrides, given.pop("target")] if "=" in given.get("target", "") else args.overrides
+        given.update(o.split("=", 1) for o in overrides if "=" in o)
+    refuse_urls(given, f"`factory {args.command}`")
 
 
 @contextmanager
