@@ -65,4 +65,6 @@ def test_bad_settings_exit_2_naming_the_key(store, tmp_path, capsys):
     assert "'clip_stores'" in capsys.readouterr().err
     assert refine(tmp_path / "c", store, f"generator_weights={tmp_path}") == 2
     assert "'generator_weights'" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert refine(tmp_path / "d", store, "out=memory://bucket/refine") == 2
+    assert "'out'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not Path("memory:").exists()
