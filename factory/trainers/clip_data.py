@@ -214,34 +214,51 @@ class ClipDataset(torch.utils.data.IterableDataset):
         audio = np.zeros(t * SAMPLES_PER_FRAME, np.float32)
         pcm = clip.audio[s.start * SAMPLES_PER_FRAME:(s.start + t) * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
         audio[:len(pcm)] = pcm
-        lip = np.stack([dilate(_hull(frame[LIPS_OUTER], size), cfg.lip_mask_dilation) for frame in lms])
         out = {
-            "target": _video(clip.frames[s.start:s.start + t], size),
-            "motion": _video(clip.frames[s.start - m:s.start], size),
-            "references": _video(np.stack(ref_frames) if ref_frames else clip.frames[:0], size),
-            "face_mask": torch.from_numpy(np.broadcast_to(lower_face_mask([lms], size), (t, size, size))
-                                          .astype(np.float32)[None].copy()),
-            "lip_mask": torch.from_numpy(lip.astype(np.float32)[None]),
-            "mouth_landmarks": torch.from_numpy(np.clip(clip.landmarks[s.start:s.start + t, MOUTH] / crop, 0, 1)
-                                                .astype(np.float32)),
+            "target": video_tensor(clip.frames[s.start:s.start + t], size),
+            "motion": video_tensor(clip.frames[s.start - m:s.start], size),
+            "references": video_tensor(np.stack(ref_frames) if ref_frames else clip.frames[:0], size),
+            "face_mask": face_mask(lms, size),
+            "lip_mask": lip_mask(lms, size, cfg.lip_mask_dilation),
+            "mouth_landmarks": mouth_landmarks(clip.landmarks[s.start:s.start + t], crop),
             "audio": torch.from_numpy(audio),
             "key": f"{ref.key}@{s.start:05d}",
         }
         if self.audio_encoder is not None:
-            out["audio_features"] = self._audio_features(clip.audio, s.start, t)
+            out["audio_features"] = segment_audio_features(self.audio_encoder, clip.audio, s.start, t)
         return out
 
-    def _audio_features(self, pcm: np.ndarray, start: int, frames: int) -> torch.Tensor:
-        """Windows of the segment's frames, encoded with up to half a window of real audio on
-        each side, so a window at the segment's edge sees audio, not padding."""
-        pad = -(-self.audio_encoder.window // 4)  # video frames in half a window (2 steps a frame)
-        total = len(pcm) // SAMPLES_PER_FRAME
-        lo, hi = max(0, start - pad), min(total, start + frames + pad)
-        context = np.zeros((hi - lo) * SAMPLES_PER_FRAME, np.float32)
-        piece = pcm[lo * SAMPLES_PER_FRAME:hi * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
-        context[:len(piece)] = piece
-        feats = self.audio_encoder(torch.from_numpy(context)[None])[0]
-        return feats[start - lo:start - lo + frames].float().cpu()
+
+def segment_audio_features(encoder, pcm: np.ndarray, start: int, frames: int) -> torch.Tensor:
+    """(frames, W, D) features of a segment of a clip's int16 `pcm`: windows of the segment's
+    frames, encoded with up to half a window of the clip's audio on each side, so a window at the
+    segment's edge sees audio, not padding."""
+    pad = -(-encoder.window // 4)  # video frames in half a window (2 steps a frame)
+    total = len(pcm) // SAMPLES_PER_FRAME
+    lo, hi = max(0, start - pad), min(total, start + frames + pad)
+    context = np.zeros((hi - lo) * SAMPLES_PER_FRAME, np.float32)
+    piece = pcm[lo * SAMPLES_PER_FRAME:hi * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
+    context[:len(piece)] = piece
+    feats = encoder(torch.from_numpy(context)[None])[0]
+    return feats[start - lo:start - lo + frames].float().cpu()
+
+
+def face_mask(landmarks: np.ndarray, size: int) -> torch.Tensor:
+    """(1, T, size, size) float {0, 1}: the static lower-face mask of (T, 478, 2) landmarks at `size`."""
+    t = len(landmarks)
+    return torch.from_numpy(np.broadcast_to(lower_face_mask([landmarks], size), (t, size, size))
+                            .astype(np.float32)[None].copy())
+
+
+def lip_mask(landmarks: np.ndarray, size: int, dilation: int) -> torch.Tensor:
+    """(1, T, size, size) float {0, 1}: each frame's outer lip hull, dilated by `dilation` pixels."""
+    lip = np.stack([dilate(hull_mask(frame[LIPS_OUTER], size), dilation) for frame in landmarks])
+    return torch.from_numpy(lip.astype(np.float32)[None])
+
+
+def mouth_landmarks(landmarks: np.ndarray, crop: int) -> torch.Tensor:
+    """(T, K, 2) mouth points of (T, 478, 2) crop-pixel landmarks, in [0, 1] of the crop."""
+    return torch.from_numpy(np.clip(landmarks[:, MOUTH] / crop, 0, 1).astype(np.float32))
 
 
 def open_clip(path: str):
@@ -263,7 +280,7 @@ def open_clip(path: str):
     return SimpleNamespace(**arrays)
 
 
-def _video(frames: np.ndarray, size: int) -> torch.Tensor:
+def video_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     """(F, S, S, 3) uint8 -> (3, F, size, size) float32 in [-1, 1]."""
     if len(frames) and frames.shape[1] != size:
         interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_LINEAR
@@ -272,7 +289,7 @@ def _video(frames: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x) / np.float32(127.5) - np.float32(1.0))
 
 
-def _hull(points: np.ndarray, size: int) -> np.ndarray:
+def hull_mask(points: np.ndarray, size: int) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
     return mask
