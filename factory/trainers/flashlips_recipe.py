@@ -92,6 +92,9 @@ def check_config(cfg: FlashLipsConfig) -> None:
         raise ConfigError(f"config key 'recipe' is {cfg.recipe!r}: this is the 'flashlips-refine' recipe")
     if cfg.stage not in STAGES:
         raise ConfigError(f"config key 'stage' must be one of {', '.join(STAGES)}, not {cfg.stage!r}")
+    if not data_config(cfg).manifests:
+        raise ConfigError("config key 'manifests' is empty: give the pair manifests (manifest.json files or run "
+                          "folders written by `factory run` / `factory pairs`)")
     if cfg.data.reference_frames < 1:
         raise ConfigError("config key 'data.reference_frames' must be >= 1: the editor draws from references")
     if cfg.stage == "lip_flow":
