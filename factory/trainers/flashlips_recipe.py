@@ -179,7 +179,13 @@ class PairBatches:
 
     def __iter__(self) -> Iterator[dict]:
         self.dataset.start_at(self.position)
-        for batch in pair_loader(self.dataset):
+        # the DataLoader draws its base seed from the global RNG here, when the loop starts
+        # iterating (before it restores a checkpoint's RNG), not at the first batch: a resumed
+        # run's later global draws (the lip-flow stage's t, noise, references) then match
+        return self._tracked(iter(pair_loader(self.dataset)))
+
+    def _tracked(self, batches) -> Iterator[dict]:
+        for batch in batches:
             self.position = int(batch["position"][-1]) + 1
             yield batch
 
