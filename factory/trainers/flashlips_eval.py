@@ -5,7 +5,9 @@ units) and PSNR (dB, on [0, 1]) of the decoded edit against the output frame, be
 input unchanged (`input`: for mod -> src, the synthetic frame as it came, X-Dub's baseline) and
 the VAE's own reconstruction of the output frame (`vae`: the ceiling of any editor in its latent
 space). The mouth region is both sides' lip masks joined (factory/models/pair_editor_loss.py).
-Names: `mouth_l1_edit` (mod -> src), `mouth_l1_edit_src_to_mod`, and so on.
+Names: `mouth_l1_edit` (mod -> src), `mouth_l1_edit_src_to_mod`, and so on. `swap_vs_real`: the
+mod -> src edit driven by another held-out segment's real lips, scored against this segment's
+real frame: above `edit` when the lips follow the pose they are given.
 
 Lip-flow stage: mean squared error of the predicted lip poses against the real ones, in normalised
 pose units (per-dimension z-scores: predicting the training mean scores about 1), for poses
@@ -50,6 +52,15 @@ def evaluate_editor(module, dataset: PairDataset, segments: int, scaling_factor:
                    "vae": decode_latents(module.vae, run["z_out"], scaling_factor).float().clamp(-1, 1)}
         mouth = frames_of(examples["mouth"]).to(x_out.device)
         half = len(x_out) // 2  # the first B * T frames are src -> mod, the rest mod -> src
+        if b > 1:  # mod -> src driven by another segment's real lips: scored against this one's
+            swapped = {"input": batch["synthetic"], "output": batch["target"].roll(1, 0),
+                       "driver_landmarks": batch["mouth_landmarks"].roll(1, 0), "references": batch["references"]}
+            z_swap = edit_latents(swapped, module.vae, module.editor, module.lip_pose, scaling_factor)["z_hat"]
+            render = decode_latents(module.vae, z_swap, scaling_factor).float().clamp(-1, 1)
+            m = mouth[half:]
+            diff = (render - x_out[half:]) * m
+            sums["swap/weight"] = sums.get("swap/weight", 0.0) + float(m.sum())
+            sums["swap/l1"] = sums.get("swap/l1", 0.0) + float(diff.abs().sum() / 3)
         for d, part in zip(DIRECTIONS, (slice(0, half), slice(half, None))):
             m = mouth[part]
             sums[f"{d}/weight"] = sums.get(f"{d}/weight", 0.0) + float(m.sum())
@@ -67,6 +78,8 @@ def evaluate_editor(module, dataset: PairDataset, segments: int, scaling_factor:
         for name in ("edit", "input", "vae"):
             out[f"mouth_l1_{name}{suffix}"] = sums[f"{d}/{name}/l1"] / weight
             out[f"mouth_psnr_{name}{suffix}"] = _psnr(sums[f"{d}/{name}/se"], weight)
+    if sums.get("swap/weight"):
+        out["mouth_l1_swap_vs_real"] = sums["swap/l1"] / sums["swap/weight"]
     return out
 
 
