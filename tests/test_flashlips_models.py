@@ -61,15 +61,24 @@ def flow_inputs(b=2, t=5, k=3, seed=0):
             torch.randn(b, k, 12, generator=g))
 
 
-def test_an_untrained_flow_predicts_zero_velocity_so_sampling_returns_the_denormalised_noise():
+def test_an_untrained_flow_carries_noise_to_poses_of_the_training_mean_and_spread():
+    """Its head starts at zero, so it predicts the Gaussian skip alone: the ideal field of N(0, I)
+    poses, whose flow z(t) = z0 sqrt((1 - t)^2 + t^2) returns the noise at t = 1 (denormalised) and
+    whose t = 0 estimate eps + v is the mean pose."""
+    from factory.models.lip_pose_flow import gaussian_velocity
+
     torch.manual_seed(0)
     flow = LipPoseFlow(**TINY_FLOW).eval()
     flow.pose_mean.fill_(0.5)
     flow.pose_std.fill_(2.0)
     z, t, audio, refs = flow_inputs()
-    assert torch.equal(flow(z, t, audio, refs), torch.zeros_like(z))
+    assert torch.allclose(flow(z, t, audio, refs), gaussian_velocity(z, t))
     noise = torch.randn(2, 5, 12)
-    assert torch.allclose(flow.sample(audio, refs, steps=4, noise=noise), noise * 2.0 + 0.5)
+    assert torch.allclose(noise + flow(noise, torch.zeros(2), audio, refs), torch.zeros_like(noise), atol=1e-6)
+    # Euler's error shrinks as 1 / steps (about 0.01 of the normalised pose at 400 steps)
+    assert torch.allclose(flow.sample(audio, refs, steps=400, noise=noise), noise * 2.0 + 0.5, atol=0.05)
+    plain = LipPoseFlow(**TINY_FLOW, gaussian_skip=False).eval()
+    assert torch.equal(plain(z, t, audio, refs), torch.zeros_like(z))
 
 
 def test_the_flow_reads_its_audio_and_its_references_and_checks_shapes():

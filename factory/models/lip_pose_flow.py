@@ -14,7 +14,7 @@ noise and the data have the same scale.
 
 Tokens: one per video frame (noised pose + projected audio window + frame position) and one per
 reference pose (+ a learned "reference" embedding); the flow time enters as a sinusoidal embedding
-added to every token. The output head starts at zero, so an untrained model predicts v = 0.
+added to every token. The output head starts at zero, so an untrained model predicts the skip alone.
 
 Read top to bottom: 1. the path and its target, 2. the sampler, 3. the model, 4. the training loss.
 """
@@ -62,6 +62,15 @@ def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 
 # 3. the model -----------------------------------------------------------------------------------
 
+def gaussian_velocity(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E[z - eps | z_t] when the (normalised) poses were N(0, I) themselves: (2t - 1) / ((1 - t)^2 + t^2) z_t.
+    The model adds its prediction to this, so an untrained model already carries noise to poses of the
+    right mean and spread (its t = 0 estimate is the mean pose), and training learns what the audio
+    and the references add to that."""
+    t = t.to(z_t.dtype)[:, None, None]
+    return (2 * t - 1) / ((1 - t) ** 2 + t ** 2) * z_t
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """(B,) flow times in [0, 1] -> (B, dim) sinusoids (t scaled by 1000, as diffusion models do)."""
     half = dim // 2
@@ -87,6 +96,7 @@ class LipPoseFlow(ModelMixin, ConfigMixin):
         ffn_mult: int = 4,
         max_frames: int = 128,  # longest segment (frame position embeddings)
         dropout: float = 0.0,
+        gaussian_skip: bool = True,  # predict the residual over the ideal field of N(0, I) poses
     ):
         super().__init__()
         h = hidden_dim
@@ -127,7 +137,10 @@ class LipPoseFlow(ModelMixin, ConfigMixin):
         tokens = self.pose_in(z_t.to(dtype)) + self.audio_in(audio.flatten(2).to(dtype)) + self.frame_position[:frames]
         refs = self.reference_in(references.to(dtype)) + self.reference_type
         x = self.blocks(torch.cat([tokens, refs], dim=1) + temb)
-        return self.head(self.norm_out(x[:, :frames]))
+        v = self.head(self.norm_out(x[:, :frames]))
+        if self.config.gaussian_skip:
+            v = v + gaussian_velocity(z_t.to(v.dtype), t)
+        return v
 
     @torch.no_grad()
     def sample(self, audio: torch.Tensor, references: torch.Tensor, steps: int = 10,
