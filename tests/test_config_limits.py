@@ -59,6 +59,10 @@ def test_shipped_configs_and_nulls_where_allowed_pass():
     for path in sorted(Path("configs").glob("*.yaml")):
         if path.name.startswith("generator_"):  # `factory train-generator`'s: each recipe's schema
             load_recipe(path, ["clip_stores=[runs/some-store]"])  # the one key they leave to the command line
+        elif path.name.startswith("dubber_flashlips"):  # `factory train-dubber`'s flashlips-refine recipe
+            from factory.trainers.flashlips_recipe import load_recipe as load_dubber
+
+            load_dubber(path, ["manifests=[runs/some-pairs]"])
         elif path.name not in trainer_configs:
             load_factory_config(path)
     load_factory_config(CONFIG, ["filters.identity.min_csim=null", "pair.max_reuse=null",
