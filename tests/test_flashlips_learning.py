@@ -20,7 +20,7 @@ from tests.test_flashlips_recipe import CPU_CONFIG, one_thread, overrides, pairs
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # ~15-20 min on a busy 2-core box (200 steps of 40 frames through the VAE)
+@pytest.mark.timeout(2400)  # 6.5 min on a quiet 2-core box, ~19 min on a busy one (200 steps of 40 frames through the VAE)
 def test_held_out_mouths_beat_the_synthetic_input(pairs, tmp_path, one_thread):
     from factory.trainers.flashlips_recipe import train_dubber
 
