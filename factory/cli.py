@@ -61,13 +61,16 @@ COMMANDS = {  # name: (one line for `factory --help`, the sentence(s) at the top
                         "picks dit_inpainter or latent_editor); its loop.out/final folder is what "
                         "generate.weights takes. Rerun the same command to resume."),
     "train-dubber": ("Train a mask-free dubber (xdub-stage2, flashlips-refine) on pair manifests.",
-                     "Train a mask-free dubber on the factory's pair manifests (the config's `recipe` key "
-                     "picks xdub-stage2 or flashlips-refine); its loop.out/final folder is what `factory dub "
-                     "--checkpoint` takes, or the next phase's init_from. Rerun the same command to resume."),
-    "refine": ("Self-refinement rounds: generate pairs, train flashlips-refine, repeat.",
-               "Self-refinement over an existing clip store: each round generates pairs with the current "
-               "editor, trains flashlips-refine on them, and makes the result the next round's generator; "
-               "every round's manifest, checkpoint and eval numbers are kept side by side."),
+                     "Train a mask-free dubber on the factory's pairs (manifests=[...]; the config's `recipe` "
+                     "key picks xdub-stage2 or flashlips-refine, each phase or stage its own run); its "
+                     "loop.out/final folder is what `factory dub --checkpoint` or the next phase's init_from "
+                     "takes. Local by default, Ray Train with loop.executor=ray. Rerun the same command to "
+                     "resume."),
+    "refine": ("Self-refinement rounds: the editor makes pairs, trains on them, becomes the next generator.",
+               "FlashLips self-refinement over an existing clip store: each round makes pairs with the "
+               "round's latent_editor (`factory pairs`, no re-ingest), trains flashlips-refine on them, and "
+               "the result is the next round's generator; every round's manifest, checkpoint and held-out "
+               "numbers are kept side by side in OUT/rounds.json. Rerun the same command to resume."),
     "dub": ("Dub a video: its face re-rendered to speak new audio (MP4 out).",
             "Re-render the face in VIDEO so its lips follow AUDIO, with the dubber in --checkpoint (a "
             "folder from `factory train-generator` / `factory train-dubber`) or a generator that needs no "
@@ -147,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with _sigterm_unwinds():
         try:
+            _refuse_url_arguments(args)
+        except ConfigError as exc:
+            print(f"factory: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
             if args.command in ("run", "ingest", "pairs"):
                 return run_command(args.config, args.overrides, progress=not args.quiet, command=args.command)
             if args.command == "verify":
@@ -171,6 +179,19 @@ def main(argv: list[str] | None = None) -> int:
             print("factory: interrupted; rerun the same command to resume", file=sys.stderr)
             return 130
     return EXIT_CONFIG
+
+
+def _refuse_url_arguments(args: argparse.Namespace) -> None:
+    """Paths given as arguments (not overrides) that still must be local: every command but the
+    trainers reads and writes local files only (training's URLs are config keys: loop.out, manifests)."""
+    from factory.storage import refuse_urls
+
+    names = ("config", "out", "output", "target", "video", "audio", "checkpoint")
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None)}
+    if args.command == "eval":  # its overrides name manifests, videos and the report: all read locally
+        overrides = [*args.overrides, given.pop("target")] if "=" in given.get("target", "") else args.overrides
+        given.update(o.split("=", 1) for o in overrides if "=" in o)
+    refuse_urls(given, f"`factory {args.command}`")
 
 
 @contextmanager
@@ -297,7 +318,8 @@ def verify_command(out: str) -> int:
 
     from manifests.verify import verify
 
-    if not (Path(out) / "manifest.json").is_file():  # nothing to check is no input, not a damaged run
+    traces = ("manifest.json", "shards", "state", "samples.parquet")  # what a run leaves, even a damaged one
+    if not any((Path(out) / name).exists() for name in traces):  # nothing to check is no input, not damage
         what = "no such folder" if not Path(out).exists() else "no manifest.json in it"
         print(f"factory verify: {out} is not a run's output ({what})", file=sys.stderr)
         return EXIT_NO_INPUT

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from factory import storage
 from factory.files import atomic_write, file_digest
 from manifests.sample import SAMPLE_FORMAT
 
@@ -35,7 +36,7 @@ def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    manifest = json.loads(Path(path).read_text())
+    manifest = json.loads(storage.read_text(path))  # a local path or a URL
     if manifest.get("__kind__") != KIND:
         raise ValueError(f"{path} is not a {KIND} manifest")
     return manifest

@@ -6,6 +6,10 @@ A decoded sample (format 2, see manifests.sample and the README's "Sample conten
 real lips say), `alt_audio` (what the synthetic lips say); `real_landmarks`, `syn_landmarks`
 (T,478,2, no NaN) with `*_landmarks_valid` (T,) bool; `transforms`, `mask`, `meta`.
 Format-1 samples (whole syn.mp4, no alpha) decode as before.
+
+A manifest and its shards may lie on object storage: `manifest_path` is a local path or an fsspec
+URL (`s3://bucket/run/manifest.json`, factory/storage.py), its shards' URLs are joined to it, and
+`shard_samples` streams a URL's bytes through fsspec where webdataset would open a local file.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from typing import Any, Iterator
 import numpy as np
 import soundfile as sf
 import webdataset as wds
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from factory import storage
 from manifests.format import read_manifest
 from manifests.sample import read_alpha, rebuild_syn
 from manifests.writer import shard_intact
@@ -29,18 +36,42 @@ class DamagedShard(ValueError):
 
 
 def shard_urls(manifest_path: str | Path, check: bool = False) -> list[str]:
-    """The training shards' paths; with `check`, each file's size and md5 are compared with the
-    manifest's first (DamagedShard names the first that differs)."""
-    manifest_path = Path(manifest_path)
+    """The training shards' paths (URLs beside a URL manifest); with `check`, each file's size and
+    md5 are compared with the manifest's first (DamagedShard names the first that differs)."""
     manifest = read_manifest(manifest_path)
+    root = storage.parent(manifest_path)
     urls = []
     for entry in manifest["shardlist"]:
-        path = manifest_path.parent / entry["url"]
-        if check and "md5sum" in entry and not shard_intact(path, entry):
+        path = storage.join(root, entry["url"])
+        if check and "md5sum" in entry and not intact(path, entry):
             raise DamagedShard(f"{path}: not the shard the manifest lists (missing, or size/md5 differ); "
-                               f"`factory verify {manifest_path.parent}` reports it, rerunning the run repairs it")
-        urls.append(str(path))
+                               f"`factory verify {root}` reports it, rerunning the run repairs it")
+        urls.append(path)
     return urls
+
+
+def intact(path: str, entry: dict[str, Any]) -> bool:
+    """The shard's size and md5 are the manifest entry's."""
+    if not storage.is_url(path):
+        return shard_intact(Path(path), entry)
+    return storage.isfile(path) and storage.size(path) == entry["filesize"] and storage.md5(path) == entry["md5sum"]
+
+
+def open_shards(sources: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """webdataset's url_opener: a local shard opened as webdataset opens it, a URL through fsspec."""
+    for source in sources:
+        url = source["url"]
+        yield dict(source, stream=storage.open_file(url, "rb") if storage.is_url(url) else gopen(url))
+
+
+def tar_samples(sources: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """webdataset's tarfile_to_samples over local paths and URLs alike: raw samples (member -> bytes)."""
+    return group_by_keys(tar_file_expander(open_shards(sources)))
+
+
+def shard_samples(urls: list[str]) -> wds.DataPipeline:
+    """The raw samples of these shards, in order."""
+    return wds.DataPipeline(wds.SimpleShardList(urls), tar_samples)
 
 
 def _decode_mp4(data: bytes) -> np.ndarray:
@@ -107,8 +138,7 @@ def iter_pairs(manifest_path: str | Path, decode: bool = True, split: str | None
     urls = shard_urls(manifest_path, check=check)
     if not urls:  # every pair was filtered out: an empty training set, not an error
         return
-    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
-    for sample in dataset:
+    for sample in shard_samples(urls):
         if split is not None and json.loads(sample["meta.json"]).get("split", "train") != split:
             continue
         if not decode:

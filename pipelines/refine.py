@@ -43,6 +43,10 @@ class RefineConfig:
 
 
 def check(cfg: RefineConfig) -> None:
+    from factory.storage import refuse_urls
+
+    refuse_urls({"out": cfg.out, "clip_stores": cfg.clip_stores, "generator_weights": cfg.generator_weights},
+                "`factory refine`")  # its pairs runs write local folders only (so far)
     if cfg.rounds < 1:
         raise ConfigError("config key 'rounds' must be >= 1")
     if not cfg.clip_stores:

@@ -17,6 +17,7 @@ from factory.executors import ExecutorConfig
 from factory.generators import generator_class
 from factory.inputs import InputConfig
 from factory.pairing import PairConfig
+from factory.storage import refuse_urls
 from factory.stages.generate import GenerateConfig
 from factory.stages.ingest import IngestConfig
 from factory.stages.occlusion import OcclusionConfig
@@ -91,6 +92,9 @@ def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) 
     generate = data.get("generate") or {}
     settings = generate.pop("settings", None) if isinstance(generate, dict) else None
     cfg = build(FactoryConfig, data)
+    refuse_urls({"out": cfg.out, "clip_store": cfg.clip_store, "clip_stores": cfg.clip_stores,
+                 "input.paths": cfg.input.paths, "input.speaker_map": cfg.input.speaker_map,
+                 "generate.weights": cfg.generate.weights}, "a run's output, inputs and clip stores")
     cls = generator_class(cfg.generate.generator)
     if settings is not None and not isinstance(settings, dict):
         raise ConfigError("config key 'generate.settings' must be a mapping")

@@ -76,3 +76,24 @@ def finished_run(tmp_path_factory, talking_videos):
     out = tmp_path_factory.mktemp("finished_run") / "out"
     assert run_factory(out, *FINISHED_RUN, videos=talking_videos) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A local S3 (moto's server mode, tests/s3_server.py) on 127.0.0.1, one per session."""
+    from tests.s3_server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """`s3://BUCKET` of a new bucket on the local S3, with the AWS variables for it set during the test only."""
+    import re
+
+    from tests.s3_server import make_bucket, s3_environment
+
+    name = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:50] or "bucket"
+    with s3_environment(s3_endpoint):
+        yield make_bucket(f"t-{name}")

@@ -99,3 +99,42 @@ def test_the_settings_load_from_yaml_data_with_a_tiny_config():
     assert features.shape == (2, 3, 4, 32)
     with pytest.raises(ConfigError, match=r"multiple of 50"):
         AudioFeatures(AudioFeatureConfig(tiny={"max_source_positions": 60}))
+
+
+# kind mel: Whisper's log-mel frames as the features (no encoder, no weights) --------------------
+
+def test_mel_features_are_the_extractors_log_mel_frames_in_pairs_per_step():
+    mel = AudioFeatures(AudioFeatureConfig(kind="mel", mel_bins=40, window=4, device="cpu"))
+    assert mel.encoder is None and mel.dim == 80
+    torch.manual_seed(0)
+    audio = (torch.randn(2, 25 * 640) * 0.2).clamp(-1, 1)
+    states = mel.encoder_states(audio)
+    assert states.shape == (2, 50, 80)
+    frames = mel.extractor(list(audio[:, :mel.chunk_samples].numpy()), sampling_rate=16000,
+                           return_tensors="pt").input_features  # (2, 40, 100 Hz frames)
+    assert torch.allclose(states[0, 7, :40], frames[0, :, 14]) and torch.allclose(states[0, 7, 40:], frames[0, :, 15])
+    feats = mel(audio)
+    assert feats.shape == (2, 25, 4, 80) and torch.equal(feats[:, 10, 1], states[:, 20])
+
+
+def test_mel_features_follow_the_loudness_frame_by_frame():
+    """What the demo's mouths follow (factory/demo.py opens the jaw by the loudness): a louder
+    frame has more mel energy, the silent one the least."""
+    mel = AudioFeatures(AudioFeatureConfig(kind="mel", window=2, device="cpu"))
+    torch.manual_seed(0)
+    gains = torch.tensor([0.0, 0.02, 0.1, 0.5, 0.05])
+    audio = (torch.randn(1, 5 * 640) * gains.repeat_interleave(640)).clamp(-1, 1)
+    energy = mel(audio)[0].mean(dim=(1, 2))  # (5,) one per video frame
+    assert torch.argsort(energy).tolist() == torch.argsort(gains).tolist()
+
+
+def test_a_mel_extractor_folder_loads_and_a_bad_kind_names_the_key(tmp_path):
+    mel = AudioFeatures(AudioFeatureConfig(kind="mel", mel_bins=40, window=2, device="cpu"))
+    mel.extractor.save_pretrained(tmp_path / "audio")
+    loaded = AudioFeatures(AudioFeatureConfig(kind="mel", path=str(tmp_path / "audio"), window=2, device="cpu"))
+    audio = torch.linspace(-0.5, 0.5, 640 * 5)[None]
+    assert loaded.dim == 80 and torch.equal(loaded(audio), mel(audio))
+    with pytest.raises(ConfigError, match=r"'gen\.audio\.path'.*preprocessor_config"):
+        AudioFeatures(AudioFeatureConfig(kind="mel", path=str(tmp_path)), key="gen.audio")
+    with pytest.raises(ConfigError, match=r"'gen\.audio\.kind'"):
+        AudioFeatures(AudioFeatureConfig(kind="wav2vec"), key="gen.audio")

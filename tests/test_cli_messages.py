@@ -45,7 +45,8 @@ def test_help_lists_the_exit_codes():
         assert code in text
 
 
-COMMANDS = ["run", "ingest", "pairs", "refilter", "verify", "eval", "report", "train-syncnet"]
+COMMANDS = ["run", "ingest", "pairs", "refilter", "verify", "eval", "report", "train-syncnet", "train-generator",
+            "train-dubber", "refine", "dub"]
 
 
 def help_of(*command: str) -> str:
@@ -59,7 +60,8 @@ def test_every_help_says_what_the_command_does_and_lists_the_exit_codes():
     assert description[0].isupper() and description.rstrip().endswith(".")
     for name in COMMANDS:
         text = help_of(name)
-        assert "exit codes:" in text and "  3  no input to read" in text, name
+        three = "  3  bad input" if name == "dub" else "  3  no input to read"  # dub's inputs are a video and an audio
+        assert "exit codes:" in text and three in text, name
         about = " ".join(text.split("\n\n")[1].split())  # the paragraph after the usage line
         assert about[0].isupper() and about.endswith("."), (name, about)
         assert name in top
@@ -114,3 +116,11 @@ def test_a_second_refilter_starts_from_the_runs_thresholds(finished_run, tmp_pat
     said = capsys.readouterr().out
     assert f"{len(kept)} pairs kept" in said and "not on top of an earlier refilter" in said
     assert sorted(r["key"] for r in read_table(out / "samples.parquet") if r["fate"] == "kept") == kept
+
+
+def test_train_dubber_refuses_an_unknown_recipe_or_no_manifests_naming_the_key(tmp_path, capsys):
+    assert main(["train-dubber", "configs/dubber_xdub_cpu.yaml", "recipe=wav2lip", f"loop.out={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "'recipe'" in err and "flashlips-refine" in err and "xdub-stage2" in err
+    assert main(["train-dubber", "configs/dubber_xdub_cpu.yaml", "manifests=[]", f"loop.out={tmp_path}"]) == 2
+    assert "manifests" in capsys.readouterr().err

@@ -62,6 +62,11 @@ def test_shipped_configs_and_nulls_where_allowed_pass():
             load_recipe(path, ["clip_stores=[runs/some-store]"])  # the one key they leave to the command line
         elif path.name.startswith("dubber_"):  # `factory train-dubber`'s: each recipe's schema
             load_dubber_recipe(path, ["manifests=[runs/some-run]"])
+        elif path.name.startswith("refine_"):  # `factory refine`'s
+            from factory.config import load_config
+            from pipelines.refine import RefineConfig
+
+            load_config(RefineConfig, path)
         elif path.name not in trainer_configs:
             load_factory_config(path)
     load_factory_config(CONFIG, ["filters.identity.min_csim=null", "pair.max_reuse=null",

@@ -380,3 +380,16 @@ def test_generate_long_pads_a_short_tail_and_can_start_from_the_source_motion(co
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         generate_long(model, codec, batch["target"], batch["face_mask"], batch["audio_features"],
                       batch["references"], segment_frames=24)
+
+
+def test_the_recipe_grows_the_face_mask_by_its_pixels_and_leaves_the_rest_of_the_batch():
+    from factory.trainers.dit_recipe import grow_face_mask
+
+    face = torch.zeros(1, 1, 3, 16, 16)
+    face[:, :, :, 8, 8] = 1
+    batch = {"face_mask": face, "target": torch.ones(1)}
+    assert grow_face_mask(batch, 0) is batch
+    grown = grow_face_mask(batch, 2)
+    assert grown["target"] is batch["target"] and torch.equal(face, batch["face_mask"])  # no in-place change
+    assert grown["face_mask"].shape == face.shape
+    assert grown["face_mask"][0, 0, 1].nonzero().tolist() == [[y, x] for y in range(6, 11) for x in range(6, 11)]

@@ -1,14 +1,24 @@
 """The `dit_inpainter` learns (slow, seeded, CPU): a short run of the CPU demo recipe
 (configs/generator_dit_cpu.yaml) on a demo clip store reconstructs the masked mouth of clips from
-videos it never saw better than the masked input does, and its samples stop depending on the
-noise. (Beating a reference frame's mouth, and lips that follow the audio more than the noise, are
-not reached in these 300 steps: the measured numbers are in the assertions' comments.)
+videos it never saw better than the masked input and a reference frame's mouth pasted in, and its
+lips follow the audio: another clip's audio moves the mouth more than re-sampling the noise does,
+and away from the real mouth.
 
 The recipe's VAE is random (no weights on CPU), and a random decoder blurs every pixel it touches,
 so the verdict is read in the VAE's latent space (the lip cells), where the DiT works:
 latent_l1_dit vs latent_l1_masked (the mouth left grey, encoded) and latent_l1_reference (a
 reference frame's lower face pasted, encoded). The pixel numbers are recorded in metrics.json
-beside the VAE's own floor (mouth_l1_vae)."""
+beside the VAE's own floor (mouth_l1_vae).
+
+What it took (measured on this corpus, see configs/generator_dit_cpu.yaml): the demo's jaw opens
+by the speech's loudness (factory/demo.py), and its static landmarks gave a face mask that left
+the dropped chin visible, so the background told the opening (face_mask_grow); log-mel features
+carry the loudness (a ridge probe, train videos -> held-out video: R^2 0.88-0.93 vs 0.53-0.82 for
+the tiny random Whisper's states); the lips weighed up (lambda_lip 10); X-Dub's shift 5; more
+distinct segments (segment_stride 4, six videos); and audio CFG at sampling, as X-Dub samples.
+Audio swap vs noise (guidance 1, 1000 steps): Whisper 0.006 vs 0.089, mel 0.014 vs 0.085, grown mask
+0.020 vs 0.110, lambda_lip 10 0.033 vs 0.107, shift 5 0.039 vs 0.079; 1500 steps 0.046 vs 0.072;
+guidance 2: 0.092 vs 0.075."""
 
 from __future__ import annotations
 
@@ -20,38 +30,41 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_RECIPE = str(ROOT / "configs" / "generator_dit_cpu.yaml")
-STEPS = 300
+STEPS = 1500
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """Three demo videos (12-14 s each), 77-frame clips at 64 px with the photo's landmarks."""
+    """Six demo videos (12-14 s each), 77-frame clips at 64 px with the photo's landmarks: four
+    train videos, two held out."""
     from factory.demo import SENTENCES
     from tests.syncnet_corpus import demo_clip_store_with_landmarks
 
-    return demo_clip_store_with_landmarks(tmp_path_factory.mktemp("dit_learning"), sentences=SENTENCES[:3], crop=64)
+    return demo_clip_store_with_landmarks(tmp_path_factory.mktemp("dit_learning"), sentences=SENTENCES[:6], crop=64)
 
 
 @pytest.mark.slow
-def test_a_short_cpu_training_inpaints_heldout_mouths_better_than_the_masked_input(store, tmp_path):
+def test_a_short_cpu_training_inpaints_heldout_mouths_that_follow_the_audio(store, tmp_path):
     from factory.trainers.generators import train_generator
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # on a busy 2-core box two threads per step are slower, not faster
     try:
         metrics = train_generator(CPU_RECIPE, [f"clip_stores=[{store.path}]", f"loop.out={tmp_path / 'run'}",
-                                               f"loop.steps={STEPS}", f"loop.eval_every={STEPS}", "loop.progress=false",
-                                               "eval.samples=4"])
+                                               f"loop.steps={STEPS}", f"loop.eval_every={STEPS}", "loop.progress=false"])
     finally:
         torch.set_num_threads(threads)
     start, end = metrics["evals"][0], metrics["last_eval"]
     assert start["step"] == 0 and end["step"] == STEPS
     print(json.dumps({"start": start, "end": end}, indent=1))
-    # it learned: the held-out mouths' latents came much closer to the real ones (measured: 1.22 -> 0.23),
-    assert end["latent_l1_dit"] < 0.5 * start["latent_l1_dit"]
-    # closer than the masked input's (0.36); a reference frame's mouth (0.15) it does not yet beat here
-    assert end["latent_l1_dit"] < end["latent_l1_masked"]
-    # and its samples settled: re-sampling the noise moves the mouth far less than before training
-    # (1.3 -> 0.14). The audio's pull (0.006) is still below the noise's after 300 steps: not asserted.
-    assert end["latent_change_noise"] < 0.3 * start["latent_change_noise"]
+    # measured (1 thread; 8 min on the loaded 2-core box, store included), lip cells of 8 held-out segments:
+    # it learned: 1.21 -> 0.174,
+    assert end["latent_l1_dit"] < 0.3 * start["latent_l1_dit"]
+    # closer to the real mouths than a reference frame's mouth pasted in (0.273) and the masked input (0.624),
+    assert end["latent_l1_dit"] < 0.85 * end["latent_l1_reference"]
+    assert end["latent_l1_dit"] < 0.5 * end["latent_l1_masked"]
+    # another held-out clip's audio moves the lips more (0.092) than re-sampling the noise does (0.075)
+    assert end["latent_change_audio"] > end["latent_change_noise"]
+    # (rendered with the other clip's audio the mouth lands slightly farther from the real one, 0.178 vs
+    # 0.174: too thin a margin to assert across CPUs, so recorded here and in metrics.json only)
     assert (tmp_path / "run" / "final" / "config.json").is_file()

@@ -116,31 +116,16 @@ class DiTInpainterGenerator(Generator):
 
     def save_pretrained(self, path: str | Path) -> None:
         from factory.files import atomic_write
-        from factory.models.audio_features import AudioFeatures
-        from factory.models.vae import VAE
+        from factory.models.audio_features import save_audio_entry
+        from factory.models.vae import save_vae_entry
 
         if self.dit is None:
             raise ValueError("this dit_inpainter has no model to save (load one with from_pretrained)")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.dit.save_pretrained(path / DIT_DIR, safe_serialization=True)
-        vae = self.vae.config if isinstance(self.vae, VAE) else self.vae
-        if vae.path is not None:  # a local VAE: record where it is (it is large and unchanged)
-            vae_entry = {"kind": vae.kind, "path": str(Path(vae.path).resolve()), "subfolder": vae.subfolder}
-        else:
-            model = self.vae.model if isinstance(self.vae, VAE) else VAE(dataclasses.replace(vae, device="cpu")).model
-            model.save_pretrained(path / VAE_DIR, safe_serialization=True)
-            vae_entry = {"kind": vae.kind, "path": VAE_DIR, "subfolder": None}
-        vae_entry["dtype"] = vae.dtype
-        audio = self.audio.config if isinstance(self.audio, AudioFeatures) else self.audio
-        if audio.path is not None:
-            audio_entry = {"path": str(Path(audio.path).resolve())}
-        else:
-            encoder = self.audio if isinstance(self.audio, AudioFeatures) else \
-                AudioFeatures(dataclasses.replace(audio, device="cpu"))
-            save_whisper_encoder(encoder, path / AUDIO_DIR)
-            audio_entry = {"path": AUDIO_DIR}
-        audio_entry["window"] = audio.window
+        vae_entry = save_vae_entry(self.vae, path, VAE_DIR)
+        audio_entry = save_audio_entry(self.audio, path, AUDIO_DIR)
         config = {"generator": self.name, "version": self.version, "settings": dataclasses.asdict(self.settings),
                   "vae": vae_entry, "audio": audio_entry, "dit": DIT_DIR}
         atomic_write(path / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True))
@@ -171,7 +156,8 @@ class DiTInpainterGenerator(Generator):
         v = config["vae"]
         vae = VAEConfig(kind=v["kind"], path=inside(v["path"]), subfolder=v.get("subfolder"),
                         dtype=v.get("dtype", "float32"))
-        audio = AudioFeatureConfig(path=inside(config["audio"]["path"]), window=config["audio"]["window"])
+        a = config["audio"]
+        audio = AudioFeatureConfig(kind=a.get("kind", "whisper"), path=inside(a["path"]), window=a["window"])
         return cls(settings, dit=dit, vae=vae, audio=audio)
 
     # -- rendering -----------------------------------------------------------------------------
@@ -179,6 +165,8 @@ class DiTInpainterGenerator(Generator):
     def setup(self, device: str) -> None:
         """Move the DiT to `device` (the one Ray assigned, or "cpu") and load the VAE and the
         audio encoder there."""
+        import torch
+
         from factory.config import ConfigError
         from factory.models.audio_features import AudioFeatureConfig, AudioFeatures
         from factory.models.vae import VAE, VAEConfig
@@ -195,8 +183,9 @@ class DiTInpainterGenerator(Generator):
         if isinstance(self.audio, AudioFeatureConfig):
             self.audio = AudioFeatures(dataclasses.replace(self.audio, device=self.device), key=f"{self.name}.audio")
         elif str(self.audio.device) != self.device:
-            self.audio.encoder.to(self.device)
-            self.audio.device = self.audio.encoder.device
+            if self.audio.encoder is not None:  # kind mel has none
+                self.audio.encoder.to(self.device)
+            self.audio.device = torch.device(self.device)
 
     def generate_batch(self, inputs: list[GenerationInput]) -> list[np.ndarray]:
         if self.device is None:
@@ -258,17 +247,3 @@ class DiTInpainterGenerator(Generator):
         pixels = ((rendered[:, :, lead:].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         pixels = pixels.permute(0, 2, 3, 4, 1).cpu().numpy()
         return [_resize(p, inp.real_frames.shape[1], cv2.INTER_CUBIC) for p, inp in zip(pixels, inputs)]
-
-
-def save_whisper_encoder(audio, folder: Path) -> None:
-    """An AudioFeatures' encoder as a Whisper folder AudioFeatureConfig(path=...) loads: the
-    encoder weights inside a WhisperModel (its decoder as configured, unused) + the extractor."""
-    import torch
-    from transformers import WhisperModel
-
-    with torch.random.fork_rng(devices=[]):
-        model = WhisperModel(audio.encoder.config)
-    model.encoder.load_state_dict(audio.encoder.state_dict())
-    model.save_pretrained(folder)
-    audio.extractor.save_pretrained(folder)
-

@@ -213,3 +213,19 @@ class LatentCache:
         p.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(p, suffix=".tmp.safetensors") as tmp:
             save_file({"latents": latents.detach().to("cpu", torch.float32).contiguous()}, str(tmp))
+
+
+def save_vae_entry(vae: "VAE | VAEConfig", folder: Path, subdir: str = "vae") -> dict[str, Any]:
+    """The `vae` entry of a model folder's config.json: a local VAE is recorded by its path (large and
+    unchanged), a tiny/random one is saved into folder/subdir."""
+    import dataclasses
+
+    config = vae.config if isinstance(vae, VAE) else vae
+    if config.path is not None:
+        entry = {"kind": config.kind, "path": str(Path(config.path).resolve()), "subfolder": config.subfolder}
+    else:
+        model = vae.model if isinstance(vae, VAE) else VAE(dataclasses.replace(config, device="cpu")).model
+        model.save_pretrained(Path(folder) / subdir, safe_serialization=True)
+        entry = {"kind": config.kind, "path": subdir, "subfolder": None}
+    entry["dtype"] = config.dtype
+    return entry

@@ -22,7 +22,9 @@ from safetensors.torch import save_file
 
 from factory.config import ConfigError
 from factory.files import atomic_write
+from factory.models.audio_features import save_audio_entry
 from factory.models.lora_experts import base_state_dict, expert_names, load_expert, save_expert
+from factory.models.vae import save_vae_entry
 
 KIND = "xdub-stage2"
 CONFIG_NAME, EDITOR_DIR, VAE_DIR, AUDIO_DIR = "config.json", "editor", "vae", "audio"
@@ -31,8 +33,6 @@ EXPERT_ORDER = ("lip", "texture")
 
 def save_editor_folder(path: str | Path, model, *, vae, audio, lora_cfg, phase: int, settings: dict[str, Any]) -> None:
     """model: an XDubEditor (maybe with experts); vae: a factory.models.vae.VAE; audio: AudioFeatures."""
-    from factory.generators.dit_inpainter import save_whisper_encoder
-
     path = Path(path)
     (path / EDITOR_DIR).mkdir(parents=True, exist_ok=True)
     model.save_config(path / EDITOR_DIR)
@@ -41,19 +41,8 @@ def save_editor_folder(path: str | Path, model, *, vae, audio, lora_cfg, phase: 
     experts = [name for name in EXPERT_ORDER if name in expert_names(model)]
     for name in experts:
         save_expert(model, name, path / name, lora_cfg)
-    v = vae.config
-    if v.path is not None:
-        vae_entry = {"kind": v.kind, "path": str(Path(v.path).resolve()), "subfolder": v.subfolder}
-    else:
-        vae.model.save_pretrained(path / VAE_DIR, safe_serialization=True)
-        vae_entry = {"kind": v.kind, "path": VAE_DIR, "subfolder": None}
-    vae_entry["dtype"] = v.dtype
-    if audio.config.path is not None:
-        audio_entry = {"path": str(Path(audio.config.path).resolve())}
-    else:
-        save_whisper_encoder(audio, path / AUDIO_DIR)
-        audio_entry = {"path": AUDIO_DIR}
-    audio_entry["window"] = audio.config.window
+    vae_entry = save_vae_entry(vae, path, VAE_DIR)
+    audio_entry = save_audio_entry(audio, path, AUDIO_DIR)
     config = {"kind": KIND, "version": 1, "phase": phase, "experts": experts, "settings": settings,
               "editor": EDITOR_DIR, "vae": vae_entry, "audio": audio_entry}
     atomic_write(path / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True, default=str))

@@ -6,61 +6,68 @@ continue exactly where it stopped.
         trainer.pt          step, optimizer, scheduler, EMA, per-rank RNG and data positions,
                             world size, metric history, the run's config
 
-A checkpoint is written under `.partial` and renamed: it is complete or absent. The newest
-`keep` are kept. Resuming compares the saved config with the new one: keys that change what is
+`out` is a local path or a URL (factory/storage.py). A checkpoint is complete or absent: locally
+written under `.partial` and renamed; on object storage (no rename) uploaded file by file with
+trainer.pt last, and only a folder holding trainer.pt counts. The newest `keep` are kept.
+Resuming compares the saved config with the new one: keys that change what is
 trained (lr, batch size, model, data...) must match, and the refusal names each that differs.
 """
 
 from __future__ import annotations
 
+import io
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from factory import storage
 from factory.config import ConfigError, differences
 
 MODEL_FILE, TRAINER_FILE = "model.safetensors", "trainer.pt"
 
 
-def save_checkpoint(out: Path, step: int, model: torch.nn.Module, trainer_state: dict[str, Any], keep: int) -> Path:
+def save_checkpoint(out: str | Path, step: int, model: torch.nn.Module, trainer_state: dict[str, Any],
+                    keep: int) -> str:
     from safetensors.torch import save_model
 
-    root = Path(out) / "checkpoints"
-    final, tmp = root / f"step-{step:08d}", root / f"step-{step:08d}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / MODEL_FILE))  # save_model: tied weights are written once
-    torch.save(trainer_state, tmp / TRAINER_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in sorted(root.glob("step-????????"))[:-max(1, keep)]:
-        shutil.rmtree(old, ignore_errors=True)
+    final = storage.join(out, "checkpoints", f"step-{step:08d}")
+    with storage.staged_dir(final, last=TRAINER_FILE) as tmp:
+        save_model(model, str(tmp / MODEL_FILE))  # save_model: tied weights are written once
+        torch.save(trainer_state, tmp / TRAINER_FILE)
+    for old in completed_checkpoints(out)[:-max(1, keep)]:
+        storage.remove(old)
     return final
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted((Path(out) / "checkpoints").glob("step-????????"))
+def completed_checkpoints(out: str | Path) -> list[str]:
+    """The complete checkpoint folders under out/checkpoints, oldest first."""
+    return [storage.parent(p) for p in storage.glob(storage.join(out, "checkpoints", "step-????????", TRAINER_FILE))]
+
+
+def latest_checkpoint(out: str | Path) -> str | None:
+    done = completed_checkpoints(out)
     return done[-1] if done else None
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(Path(path).name.rsplit("-", 1)[-1]) if Path(path).name.startswith("step-") else \
-        int(load_trainer_state(path)["step"])
+def checkpoint_step(path: str | Path) -> int:
+    name = storage.name(path)
+    return int(name.rsplit("-", 1)[-1]) if name.startswith("step-") else int(load_trainer_state(path)["step"])
 
 
-def load_trainer_state(path: Path) -> dict[str, Any]:
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
     # weights_only=False: the state holds numpy's and Python's RNG states, written by this loop
-    return torch.load(Path(path) / TRAINER_FILE, map_location="cpu", weights_only=False)
+    data = storage.read_bytes(storage.join(path, TRAINER_FILE))
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
-def load_model_weights(path: Path, model: torch.nn.Module) -> None:
+def load_model_weights(path: str | Path, model: torch.nn.Module) -> None:
     from safetensors.torch import load_model
 
-    load_model(model, str(Path(path) / MODEL_FILE), device=str(next(model.parameters()).device))
+    with storage.local_file(storage.join(path, MODEL_FILE)) as file:
+        load_model(model, str(file), device=str(next(model.parameters()).device))
 
 
 # -- RNG states -------------------------------------------------------------------------------

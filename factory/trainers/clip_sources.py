@@ -8,6 +8,7 @@ import numpy as np
 from factory.clip_store import ClipStore
 from factory.config import ConfigError
 from factory.records import Record
+from factory.storage import refuse_urls
 
 
 def clip_records(clip_stores: list[str], max_clips: int | None = None,
@@ -16,6 +17,7 @@ def clip_records(clip_stores: list[str], max_clips: int | None = None,
     `key` when none are given or found."""
     if not clip_stores:
         raise ConfigError(f"config key '{key}' is empty: give folders written by `factory ingest`")
+    refuse_urls({key: clip_stores}, "clip stores")
     records = []
     for path in clip_stores:
         store = ClipStore.open(path)

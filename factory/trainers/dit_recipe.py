@@ -92,6 +92,8 @@ class DiTInpainterRecipeConfig:
     gradient_checkpointing: bool = False
     loss: DiTLossConfig = field(default_factory=DiTLossConfig)
     eval: DiTEvalConfig = field(default_factory=DiTEvalConfig)
+    face_mask_grow: int = 0  # pixels (at data.resolution) the face mask is grown by, for training and evaluation:
+    # it must cover the jaw at its widest, or the background shows where the chin went (the mouth's opening)
     loader_workers: int = 0  # DataLoader worker processes (the audio encoder runs in them, on CPU)
     latent_cache: int = 4096  # latents kept in memory, by content (the frozen VAE is the CPU bottleneck); 0: none
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -265,6 +267,7 @@ class DiTInpainterRecipe(Recipe):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any], step: int):
         dit = unwrap(model)
+        batch = grow_face_mask(batch, self.config.face_mask_grow)
         latents = prepare_latents(batch, self.cached_vae(batch["target"].device), dit.config.temporal_compression)
         c = self.config.loss
         loss = flow_matching_loss(_Unwrapped(model), latents, lambda_face=c.lambda_face, lambda_lip=c.lambda_lip,
@@ -282,7 +285,8 @@ class DiTInpainterRecipe(Recipe):
         n = min(self.config.eval.samples, len(dataset.samples))
         if n == 0:
             return {}
-        batches = [collate([dataset.load(i) for i in range(lo, min(n, lo + self.config.eval.batch_size))])
+        batches = [grow_face_mask(collate([dataset.load(i) for i in range(lo, min(n, lo + self.config.eval.batch_size))]),
+                                  self.config.face_mask_grow)
                    for lo in range(0, n, self.config.eval.batch_size)]
         return evaluate_mouth(unwrap(model), self.cached_vae(device), batches, self.config.eval, self.loop.seed, device)
 
@@ -300,6 +304,15 @@ class DiTInpainterRecipe(Recipe):
 
     def save_pretrained(self, model: torch.nn.Module, path: Path) -> None:
         self.generator(model, next(unwrap(model).parameters()).device).save_pretrained(path)
+
+
+def grow_face_mask(batch: dict[str, Any], pixels: int) -> dict[str, Any]:
+    """The batch with its (B, 1, T, H, W) face mask dilated by `pixels` (a square of side 2p+1)."""
+    if pixels <= 0:
+        return batch
+    k = 2 * pixels + 1
+    grown = torch.nn.functional.max_pool3d(batch["face_mask"], (1, k, k), stride=1, padding=(0, pixels, pixels))
+    return {**batch, "face_mask": grown}
 
 
 def _wan_shape_keys() -> set[str]:
@@ -334,7 +347,8 @@ def evaluate_mouth(dit: DiTInpainter, vae: CachedVAE, batches: list[dict[str, An
     - latent_l1_*: the same comparison in the VAE's latent space (lip cells), where a random VAE
       does not blur the verdict: the sampled latents vs the masked input's and the reference's;
     - with cfg.audio_swap, latent_change_audio / latent_change_noise (and mouth_change_*): how far
-      the lip region moves when another clip's audio drives it, and when only the noise changes.
+      the lip region moves when another clip's audio drives it, and when only the noise changes;
+      latent_l1_dit_swapped: the render driven by the other clip's audio against the real latents.
     Motion frames (first_motion="source") are context, not scored."""
     r = dit.config.temporal_compression
     m = dit.config.motion_latent_frames if cfg.first_motion == "source" else 0
@@ -386,6 +400,9 @@ def evaluate_mouth(dit: DiTInpainter, vae: CachedVAE, batches: list[dict[str, An
                                   ("noise", sample_latents(batch["audio_features"], seed + 1))):
                 add(f"latent_change_{name}", _region_l1_mse(changed[:, :, m:], ours[:, :, m:], lip_cells, 1.0)[0],
                     float(lip_cells.sum()))
+                if name == "audio":  # lips that follow the audio fit the real mouth worse with the wrong audio
+                    add("latent_l1_dit_swapped", _region_l1_mse(changed[:, :, m:], z.target[:, :, m:], lip_cells, 1.0)[0],
+                        float(lip_cells.sum()))
                 moved = kept + vae.decode(changed).to(frames.dtype) * face
                 add(f"mouth_change_{name}", _region_l1_mse(moved[:, :, skip:], render[:, :, skip:], lip)[0], weight)
         index += b

@@ -23,6 +23,10 @@ Under Ray Train every rank runs this same `train`: rank r draws the batches of
 `train_batches(rank=r, world_size=n)`, the model is DDP-wrapped (gloo on CPU), rank 0 evaluates,
 writes TensorBoard, checkpoints and the final folder, and each checkpoint is reported to Ray Train
 (a barrier all ranks reach at the same steps). `out` must be storage every rank sees.
+
+`out` may be a URL (`s3://bucket/run`, factory/storage.py): checkpoints, final/, metrics.json and
+config.yaml are uploaded as whole objects; TensorBoard writes to a local staging folder that is
+uploaded at every checkpoint and at the end; resume reads the newest complete checkpoint back.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import logging
 import math
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -42,9 +47,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from factory.config import ConfigError, save_config, to_dict
+from factory import storage
+from factory.config import ConfigError, to_dict
 from factory.files import atomic_write
 from factory.trainers.checkpoints import (capture_rng, check_resumable, checkpoint_step, latest_checkpoint,
                                           load_model_weights, load_trainer_state, restore_rng, save_checkpoint,
@@ -199,7 +206,7 @@ def train(recipe: Recipe, stop_at: int | None = None, world: World | None = None
     cfg = recipe.loop
     check_loop_config(cfg)
     world = world or local_world(cfg.device)
-    out, device = Path(cfg.out), world.device
+    out, device = cfg.out, world.device  # out: a local path or a URL
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.precision == "bf16"
                 else nullcontext())
 
@@ -240,7 +247,7 @@ def train(recipe: Recipe, stop_at: int | None = None, world: World | None = None
 
     writer = tensorboard(out, step) if world.main else None
     if world.main:
-        save_config(recipe.config, out / "config.yaml")
+        storage.put_bytes(storage.join(out, "config.yaml"), yaml.safe_dump(to_dict(recipe.config), sort_keys=False))
         log.info("%s: %.2fM trainable of %.2fM parameters, device %s, %d rank(s), batch %d x %d accumulated",
                  recipe.name, sum(p.numel() for p in trainable) / 1e6, sum(p.numel() for p in raw.parameters()) / 1e6,
                  device, world.size, cfg.batch_size, cfg.grad_accum)
@@ -294,6 +301,8 @@ def train(recipe: Recipe, stop_at: int | None = None, world: World | None = None
                     "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
                     "ranks": ranks, "history": history, "evals": evals}, cfg.keep_checkpoints)
+                if writer is not None:
+                    writer.flush()  # on a URL: the scalars so far uploaded beside the checkpoint
             world.report({**(history[-1] if history else {}), **(evals[-1] if evals else {}), "step": step}, checkpoint)
         if step == stop_at:
             break
@@ -304,8 +313,8 @@ def train(recipe: Recipe, stop_at: int | None = None, world: World | None = None
         return {}
     metrics = summarize(history, evals, time.monotonic() - started, resumed)
     if step >= cfg.steps:
-        metrics["weights"] = str(export(recipe, raw, ema, out / "final"))
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
+        metrics["weights"] = export(recipe, raw, ema, storage.join(out, "final"))
+    storage.put_bytes(storage.join(out, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -434,19 +443,17 @@ def check_resume(recipe: Recipe, state: dict[str, Any], world: World, source: Pa
     check_resumable(source, state["config"], to_dict(recipe.config), free)
 
 
-def newest_checkpoint(*candidates: Path | None) -> Path | None:
+def newest_checkpoint(*candidates: str | Path | None) -> str | Path | None:
     found = [c for c in candidates if c is not None]
     return max(found, key=checkpoint_step) if found else None
 
 
-def export(recipe: Recipe, raw: torch.nn.Module, ema: EMA | None, final: Path) -> Path:
-    """`recipe.save_pretrained` into `final` (EMA weights when on), complete or absent."""
-    tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with ema.swapped_in(raw) if ema is not None else nullcontext():
+def export(recipe: Recipe, raw: torch.nn.Module, ema: EMA | None, final: str) -> str:
+    """`recipe.save_pretrained` into `final` (EMA weights when on), complete or absent (locally;
+    on object storage its config.json is uploaded last)."""
+    with storage.staged_dir(final, last="config.json") as tmp, \
+            (ema.swapped_in(raw) if ema is not None else nullcontext()):
         recipe.save_pretrained(raw, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
     return final
 
 
@@ -459,13 +466,39 @@ def summarize(history: list[dict], evals: list[dict], seconds: float, resumed: i
             "last_eval": evals[-1] if evals else {}}
 
 
-def tensorboard(out: Path, step: int):
+def tensorboard(out: str, step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency; without it the run still trains
         log.warning("tensorboard is not installed: no TensorBoard scalars")
         return None
-    return SummaryWriter(str(out / "tensorboard"), purge_step=step or None)  # drop a killed run's later events
+    if storage.is_url(out):
+        return StagedSummaryWriter(storage.join(out, "tensorboard"), purge_step=step or None)
+    return SummaryWriter(str(Path(out) / "tensorboard"), purge_step=step or None)  # drop a killed run's later events
+
+
+class StagedSummaryWriter:
+    """A SummaryWriter for a URL: TensorBoard appends to its event files, object stores cannot, so
+    they are written to a local staging folder and each is uploaded whole at every flush and at close."""
+
+    def __init__(self, url: str, **kwargs):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.url, self.staging = url, tempfile.mkdtemp(prefix="factory-tensorboard-")
+        self.writer = SummaryWriter(self.staging, **kwargs)
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        self.writer.add_scalar(*args, **kwargs)
+
+    def flush(self) -> None:
+        self.writer.flush()
+        for file in sorted(Path(self.staging).iterdir()):
+            storage.upload(file, storage.join(self.url, file.name))
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def progress_bar(cfg: LoopConfig, step: int, world: World):
@@ -490,7 +523,8 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
 
     from factory import cluster
 
-    out = Path(cfg.out).resolve()  # the ranks' working folders are not this one
+    # the ranks' working folders are not this one
+    out = cfg.out if storage.is_url(cfg.out) else str(Path(cfg.out).resolve())
     recipe = copy.copy(recipe)
     recipe.config = dataclasses.replace(recipe.config, loop=dataclasses.replace(cfg, out=str(out)))
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()
@@ -498,7 +532,7 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     try:
         trainer = TorchTrainer(ray_worker, train_loop_config={"recipe": recipe, "stop_at": stop_at},
                                scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu),
-                               run_config=RunConfig(name=recipe.name, storage_path=str(out / "ray"),
+                               run_config=RunConfig(name=recipe.name, storage_path=storage.join(out, "ray"),
                                                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                                                     failure_config=FailureConfig(max_failures=cfg.max_failures)))
         result = trainer.fit()
@@ -506,8 +540,10 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
             raise result.error
     finally:
         cluster.disconnect(started)
-    metrics_file = out / "metrics.json"
-    return json.loads(metrics_file.read_text()) if metrics_file.is_file() else dict(result.metrics or {})
+    metrics_file = storage.join(out, "metrics.json")
+    if storage.isfile(metrics_file):
+        return json.loads(storage.read_text(metrics_file))
+    return dict(result.metrics or {})
 
 
 def ray_worker(config: dict[str, Any]) -> None:

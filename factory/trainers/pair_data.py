@@ -32,6 +32,9 @@ with `weights` are mixed by a seeded choice per position (each manifest its own 
 weights their shards form one pool. A position is a count of segments this rank has consumed;
 `start_at(p)` finds p's epoch from the index and replays that epoch's raw bytes through the buffer
 up to p, decoding nothing. The held-out split streams once, in manifest order, unshuffled.
+
+Manifests and shards may be URLs (`s3://bucket/run`, factory/storage.py): the index, the table
+and the shards' bytes are read through fsspec (manifests.reader.tar_samples), local paths as before.
 """
 
 from __future__ import annotations
@@ -50,12 +53,13 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from factory import storage
 from factory.config import ConfigError, digest
 from factory.trainers.clip_data import (SAMPLES_PER_FRAME, collate, face_mask, lip_mask, mouth_landmarks,
                                         segment_audio_features, video_tensor)
 from factory.trainers.clip_sources import video_split
 from manifests.format import read_manifest
-from manifests.reader import decode_sample, shard_urls, with_augmentation
+from manifests.reader import decode_sample, shard_samples, shard_urls, tar_samples, with_augmentation
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,8 @@ MIX_BLOCK = 4096  # mixing choices are drawn in seeded blocks, so position p's c
 
 @dataclass
 class PairDataConfig:
-    manifests: list[str] = field(default_factory=list)  # manifest JSON paths or run folders (wids-shard-index-v1)
+    # manifest JSON paths or run folders (wids-shard-index-v1), local or URLs (s3://bucket/run)
+    manifests: list[str] = field(default_factory=list)
     weights: list[float] | None = None  # mixing weights, one per manifest (null: one pool of all shards)
     resolution: int = 256  # frames and masks are resized to this square side
     segment_frames: int = 25  # T: 4k + 1 (the Wan VAE)
@@ -115,10 +120,9 @@ def check_config(cfg: PairDataConfig, prefix: str = "") -> None:
                           f"e.g. {{csim: 0.9}}; got {cfg.min_scores!r}")
 
 
-def manifest_path(path: str | Path) -> Path:
-    """A manifest file, or a run folder's manifest.json."""
-    path = Path(path)
-    return path / "manifest.json" if path.is_dir() else path
+def manifest_path(path: str | Path) -> str:
+    """A manifest file, or a run folder's manifest.json (a local path or a URL)."""
+    return storage.join(path, "manifest.json") if storage.isdir(path) else str(path)
 
 
 # 2. the index -------------------------------------------------------------------------------
@@ -133,26 +137,23 @@ class PairRow:
     scores: tuple[tuple[str, float], ...]
 
 
-def index_manifest(source: int, path: Path, check: bool) -> list[PairRow]:
+def index_manifest(source: int, path: str, check: bool) -> list[PairRow]:
     """Every written pair of one manifest, in shard order: from its per-sample table when it has
     one, else from the shards' meta.json (one pass over the bytes). Made once per process and
     manifest version: a recipe that builds its held-out set at every evaluation does not check
     every shard's md5 again."""
-    path = Path(path)
-    stat = path.stat()
-    return list(_index(source, str(path), (stat.st_mtime_ns, stat.st_size), check))
+    return list(_index(source, str(path), storage.version(path), check))
 
 
 @functools.lru_cache(maxsize=32)
-def _index(source: int, path_str: str, version: tuple[int, int], check: bool) -> tuple[PairRow, ...]:
-    path = Path(path_str)
+def _index(source: int, path: str, version: tuple, check: bool) -> tuple[PairRow, ...]:
     urls = shard_urls(path, check=check)
     manifest = read_manifest(path)
-    table = manifest.get("table")
-    if table and (path.parent / table).is_file():
-        return tuple(_rows_from_table(source, path.parent / table, path, urls))
+    table = manifest.get("table") and storage.join(storage.parent(path), manifest["table"])
+    if table and storage.isfile(table):
+        return tuple(_rows_from_table(source, table, path, urls))
     rows = []
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    for sample in shard_samples(urls):
         meta = json.loads(sample["meta.json"])
         lo, hi = meta["frame_range"]
         rows.append(PairRow(source, sample["__url__"], sample["__key__"], meta.get("video_key", meta["source"]),
@@ -160,16 +161,17 @@ def _index(source: int, path_str: str, version: tuple[int, int], check: bool) ->
     return tuple(rows)
 
 
-def _rows_from_table(source: int, table: Path, path: Path, urls: list[str]) -> list[PairRow]:
+def _rows_from_table(source: int, table: str, path: str, urls: list[str]) -> list[PairRow]:
     import pandas as pd
 
-    frame = pd.read_parquet(table)
+    with storage.open_file(table, "rb") as f:
+        frame = pd.read_parquet(f)
     frame = frame[(frame["kind"] == "pair") & frame["shard"].notna()]
     order = {u: i for i, u in enumerate(urls)}
     score_cols = [c for c in frame.columns if c.startswith("score_")]
     rows = []
     for r in frame.itertuples(index=False):
-        url = str(path.parent / r.shard)
+        url = storage.join(storage.parent(path), r.shard)
         if url not in order:  # a rejected shard the manifest keeps apart
             continue
         scores = tuple(sorted((c[len("score_"):], float(getattr(r, c))) for c in score_cols
@@ -275,7 +277,7 @@ class PairSource:
 
         # pairs are shuffled as raw bytes, then their segments in a small second buffer: a pair's
         # segments stay near each other, so a worker's cache decodes most pairs once, not once a segment
-        stages = [wds.SimpleShardList(order), wds.tarfile_to_samples(), kept_pairs,
+        stages = [wds.SimpleShardList(order), tar_samples, kept_pairs,
                   *shuffled(cfg.shuffle_buffer, 0), segments, *shuffled(cfg.segment_shuffle, 1)]
         return iter(wds.DataPipeline(*stages))
 
@@ -362,7 +364,7 @@ class PairDataset(torch.utils.data.IterableDataset):
     def fingerprint(self) -> str:
         """Names what the order depends on (pairs, split, rank, settings), not where the files lie."""
         settings = {k: v for k, v in vars(self.cfg).items() if k not in ("manifests", "check_shards")}
-        return digest({"pairs": [(r.source, Path(r.shard).name, r.key, r.frames) for r in self.rows],
+        return digest({"pairs": [(r.source, storage.name(r.shard), r.key, r.frames) for r in self.rows],
                        "split": self.split, "rank": self.rank, "world_size": self.world_size, "cfg": settings})
 
     def choices(self, lo: int, hi: int) -> np.ndarray:

@@ -80,6 +80,9 @@ def load_train_config(path: str | Path | None, overrides=()) -> SyncNetTrainConf
         raise ConfigError(f"config key 'executor': 'local' or 'ray', not {cfg.executor!r}")
     if cfg.batch_size < 2 or cfg.batch_size % 2:
         raise ConfigError("config key 'batch_size' must be an even number >= 2")
+    from factory.storage import refuse_urls
+
+    refuse_urls({"out": cfg.out, "clip_stores": cfg.clip_stores}, "the SyncNet trainer (its own checkpoints)")
     return cfg
 
 

@@ -44,16 +44,20 @@ class World:
         torch.distributed.all_gather_object(out, obj)
         return out
 
-    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint: str | Path | None) -> None:
         """Metrics (and rank 0's checkpoint folder) to Ray Train; nothing locally."""
         if not self.ray:
             return
         import ray.train
         from ray.train import Checkpoint
 
+        from factory.storage import is_url
+
         clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        ray.train.report(clean, checkpoint=Checkpoint.from_directory(str(checkpoint)) if checkpoint else None,
-                         checkpoint_dir_name=checkpoint.name if checkpoint else None)
+        # a checkpoint on object storage stays there (the loop resumes from out's own checkpoints)
+        folder = Path(checkpoint) if checkpoint is not None and not is_url(checkpoint) else None
+        ray.train.report(clean, checkpoint=Checkpoint.from_directory(str(folder)) if folder else None,
+                         checkpoint_dir_name=folder.name if folder else None)
 
     @contextmanager
     def reported_checkpoint(self) -> Iterator[Path | None]:
