@@ -93,7 +93,7 @@ CASES = [
          lambda t: "has no manifest.json: finish `factory run` before refiltering"),
     Case("refilter of a non-filter key", lambda t: ["refilter", str(t), "ingest.fps=30"], 2,
          lambda t: "refilter changes only filters.* thresholds", before=lambda t: (t / "manifest.json").write_text("{}")),
-    Case("verify of a folder with no run", lambda t: ["verify", str(t)], 1, lambda t: "1 problem(s)"),
+    Case("verify of a folder with no run", lambda t: ["verify", str(t)], 3, lambda t: "no manifest.json in it"),
     Case("report of a folder with no run", lambda t: ["report", str(t)], 3, lambda t: "has no manifest.json"),
 ]
 
