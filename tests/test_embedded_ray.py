@@ -137,8 +137,12 @@ def test_ctrl_c_or_sigterm_during_a_ray_run_leaves_nothing_running(tmp_path, sig
 def _signal_a_running_ray_run(tmp_path: Path, signum: int) -> tuple[int, str, Path]:
     tmp_path.mkdir()
     log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would stall the run
-    run = subprocess.Popen(factory_command("run", CONFIG, f"out={tmp_path / 'out'}", QUIET, "-q"),
-                           stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    # Ctrl-C reaches the run as from a terminal even when this test runs with SIGINT ignored (a
+    # background job inherits SIG_IGN, and Python then never raises KeyboardInterrupt): the child
+    # resets it before exec'ing the CLI (same pid)
+    command = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.argv[1], sys.argv[1:])", *factory_command("run", CONFIG, f"out={tmp_path / 'out'}", QUIET, "-q")]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     folder = embedded_ray.ROOT / embedded_ray._owner_name(run.pid)
     try:
         def workers_up() -> bool:
