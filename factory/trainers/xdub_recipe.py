@@ -47,7 +47,7 @@ from factory.models.vae import VAE, VAEConfig
 from factory.models.xdub_folder import load_editor_folder, read_editor_config, save_editor_folder
 from factory.models.xdub_stage2 import (XDubEditor, decode_with_grad, flow_step, prepare_pair_latents, sample_editor,
                                         silent_mean, weighted_flow_loss)
-from factory.trainers.dit_recipe import DEFAULT_MODEL, CachedVAE, _Unwrapped, _region_l1_mse, default_vae, psnr
+from factory.trainers.dit_recipe import DEFAULT_MODEL, CachedVAE, ClipBatches, _Unwrapped, _region_l1_mse, default_vae, psnr
 from factory.trainers.loop import LoopConfig, Recipe, unwrap
 
 PHASE_PART = {1: "base", 2: "lip", 3: "texture"}
@@ -279,7 +279,7 @@ class XDubRecipe(Recipe):
     def train_batches(self, batch_size: int, rank: int, world_size: int, seed: int):
         dataset = PairDataset(data_config(self.config), "train", rank=rank, world_size=world_size,
                               batch_size=batch_size, audio_encoder=self.audio_encoder())
-        return PairBatches(dataset, self.config.loader_workers)
+        return ClipBatches(dataset, self.config.loader_workers)  # works on any dataset with positions
 
     def heldout_batches(self) -> list[dict[str, Any]]:
         e = self.config.eval
@@ -373,31 +373,6 @@ class XDubRecipe(Recipe):
         device = next(editor.parameters()).device
         save_editor_folder(path, editor, vae=self.vae(device), audio=self.audio_encoder(), lora_cfg=self.config.lora,
                            phase=self.phase, settings=self.settings())
-
-
-class PairBatches:
-    """Endless collated batches of a PairDataset, with the position the loop checkpoints (read
-    from the batches: with loader workers the dataset object here does not advance)."""
-
-    def __init__(self, dataset: PairDataset, num_workers: int):
-        self.dataset, self.num_workers, self.position = dataset, num_workers, dataset.position
-
-    def __iter__(self) -> "PairBatches":
-        # the DataLoader's iterator now (see dit_recipe.ClipBatches: its seed comes from the global RNG)
-        self.iterator = iter(pair_loader(self.dataset, self.num_workers))
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        batch = next(self.iterator)
-        self.position = int(batch["position"][-1]) + 1
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**self.dataset.state_dict(), "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.dataset.load_state_dict(state)
-        self.position = self.dataset.position
 
 
 # 3. held-out metrics ------------------------------------------------------------------------
