@@ -103,6 +103,7 @@ class XDubEvalConfig:
     audio_guidance: float = 1.0
     reference_guidance: float = 1.0
     motion: bool = True  # the real first frames as clean motion frames (as every segment after a clip's first)
+    audio_swap: bool = True  # also sample with another held-out pair's audio, and with other noise: do the lips follow?
 
 
 @dataclass
@@ -386,7 +387,11 @@ def evaluate_editor(editor: XDubEditor, vae: CachedVAE, batches: list[dict[str, 
     - latent_l1_editor vs latent_l1_synthetic: the sample's latents vs the real ones, beside the
       synthetic input's (the "return the input unchanged" baseline a useful editor must beat);
     - mouth_l1_* / mouth_psnr_*: the same in pixels ([0, 1] units), plus the VAE's reconstruction
-      of the real frames (vae: the floor of any latent model)."""
+      of the real frames (vae: the floor of any latent model);
+    - with cfg.audio_swap, latent_change_audio / latent_change_noise: how far the lips move when
+      another held-out pair's audio drives the edit, and when only the noise changes (an editor
+      that follows the audio moves more with the audio), and latent_l1_editor_swapped: that
+      other-audio edit against the real latents."""
     r = editor.config.temporal_compression
     m = editor.config.motion_latent_frames if cfg.motion else 0
     skip = 1 + r * (m - 1) if m else 0
@@ -397,18 +402,34 @@ def evaluate_editor(editor: XDubEditor, vae: CachedVAE, batches: list[dict[str, 
         s[0] += value * weight
         s[1] += weight
 
+    feats = [b["audio_features"] for b in batches]
+    swapped = feats[1:] + feats[:1] if len(batches) > 1 else [f.roll(1, dims=0) for f in feats]
+    can_swap = cfg.audio_swap and sum(len(f) for f in feats) > 1
     index = 0
-    for batch in batches:
+    for batch, other in zip(batches, swapped):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        b = len(batch["target"])
         z = prepare_pair_latents(batch, vae, r)
-        b = len(z.target)
-        gens = [torch.Generator("cpu").manual_seed(seed * 100_003 + index + i) for i in range(b)]
-        ours = sample_editor(editor, z.reference, z.audio_features, motion=z.target[:, :, :m] if m else None,
-                             steps=cfg.steps, shift=cfg.shift, audio_guidance=cfg.audio_guidance,
-                             reference_guidance=cfg.reference_guidance, expert_ranges=expert_ranges, generator=gens)
+
+        def edit(audio_features: torch.Tensor, noise_seed: int) -> torch.Tensor:
+            gens = [torch.Generator("cpu").manual_seed(noise_seed * 100_003 + index + i) for i in range(b)]
+            return sample_editor(editor, z.reference, audio_features, motion=z.target[:, :, :m] if m else None,
+                                 steps=cfg.steps, shift=cfg.shift, audio_guidance=cfg.audio_guidance,
+                                 reference_guidance=cfg.reference_guidance, expert_ranges=expert_ranges, generator=gens)
+
+        ours = edit(z.audio_features, seed)
         cells = z.lip_weight[:, :, m:]
+        weight_cells = float(cells.sum())
         for name, x in (("editor", ours), ("synthetic", z.reference)):
-            add(f"latent_l1_{name}", _region_l1_mse(x[:, :, m:], z.target[:, :, m:], cells, 1.0)[0], float(cells.sum()))
+            add(f"latent_l1_{name}", _region_l1_mse(x[:, :, m:], z.target[:, :, m:], cells, 1.0)[0], weight_cells)
+        if can_swap:
+            other = (other if len(other) >= b else torch.cat([other, feats[0]]))[:b].to(device)
+            for name, changed in (("audio", edit(other, seed)), ("noise", edit(z.audio_features, seed + 1))):
+                add(f"latent_change_{name}", _region_l1_mse(changed[:, :, m:], ours[:, :, m:], cells, 1.0)[0],
+                    weight_cells)
+                if name == "audio":
+                    add("latent_l1_editor_swapped",
+                        _region_l1_mse(changed[:, :, m:], z.target[:, :, m:], cells, 1.0)[0], weight_cells)
         lips = batch["lip_mask"]
         if "syn_lip_mask" in batch:
             lips = torch.maximum(lips, batch["syn_lip_mask"])
