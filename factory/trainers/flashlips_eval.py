@@ -7,7 +7,10 @@ the VAE's own reconstruction of the output frame (`vae`: the ceiling of any edit
 space). The mouth region is both sides' lip masks joined (factory/models/pair_editor_loss.py).
 Names: `mouth_l1_edit` (mod -> src), `mouth_l1_edit_src_to_mod`, and so on. `swap_vs_real`: the
 mod -> src edit driven by another held-out segment's real lips, scored against this segment's
-real frame: above `edit` when the lips follow the pose they are given.
+real frame: above `edit` when the lips follow the pose they are given. With a scorer
+(factory/trainers/dubber_metrics.py), the mod -> src edit and the synthetic input, as videos, get the
+measurement metrics against the real frames and audio: `sync_c_edit` (beside `sync_c_input` and
+`sync_c_real`), `sync_d_*`, `csim_*`, `lmd_*` and full-frame `psnr_*`.
 
 Lip-flow stage: mean squared error of the predicted lip poses against the real ones, in normalised
 pose units (per-dimension z-scores: predicting the training mean scores about 1), for poses
@@ -33,8 +36,8 @@ def _psnr(squared_error: float, weight: float) -> float:
 
 
 @torch.no_grad()
-def evaluate_editor(module, dataset: PairDataset, segments: int, scaling_factor: float | None = None
-                    ) -> dict[str, float]:
+def evaluate_editor(module, dataset: PairDataset, segments: int, scaling_factor: float | None = None,
+                    scorer=None) -> dict[str, float]:
     from factory.models.latent_editor import decode_latents, encode_frames
     from factory.models.pair_editor_loss import DIRECTIONS, both_directions, edit_latents
 
@@ -61,6 +64,10 @@ def evaluate_editor(module, dataset: PairDataset, segments: int, scaling_factor:
             diff = (render - x_out[half:]) * m
             sums["swap/weight"] = sums.get("swap/weight", 0.0) + float(m.sum())
             sums["swap/l1"] = sums.get("swap/l1", 0.0) + float(diff.abs().sum() / 3)
+        if scorer is not None:  # mod -> src, as videos: the edit and the synthetic input against the real side
+            t = batch["target"].shape[2]
+            scorer.add({"edit": videos_of(renders["edit"][half:], b, t), "input": batch["synthetic"]},
+                       batch["target"], batch["audio"])
         for d, part in zip(DIRECTIONS, (slice(0, half), slice(half, None))):
             m = mouth[part]
             sums[f"{d}/weight"] = sums.get(f"{d}/weight", 0.0) + float(m.sum())
@@ -80,7 +87,14 @@ def evaluate_editor(module, dataset: PairDataset, segments: int, scaling_factor:
             out[f"mouth_psnr_{name}{suffix}"] = _psnr(sums[f"{d}/{name}/se"], weight)
     if sums.get("swap/weight"):
         out["mouth_l1_swap_vs_real"] = sums["swap/l1"] / sums["swap/weight"]
+    if scorer is not None:
+        out.update(scorer.result())
     return out
+
+
+def videos_of(frames: torch.Tensor, b: int, t: int) -> torch.Tensor:
+    """(B*T, C, S, S) frames of consecutive segments -> (B, C, T, S, S): frames_of undone."""
+    return frames.unflatten(0, (b, t)).transpose(1, 2)
 
 
 @torch.no_grad()
