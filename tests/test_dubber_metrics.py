@@ -158,7 +158,7 @@ def flashlips_pairs(tmp_path_factory):
     return pair_manifest(tmp_path_factory.mktemp("dm_pairs"), SENTENCES[:3], 96, "filters.identity.enabled=false")
 
 
-@pytest.mark.slow  # builds a small pair manifest (about a minute), then two steps and one eval
+@pytest.mark.slow  # builds a small pair manifest (about a minute), then short runs of both stages
 def test_flashlips_eval_writes_the_measurement_metrics(flashlips_pairs, tmp_path):
     from factory.generators.latent_editor import LatentEditorGenerator
     from factory.trainers.dubbers import train_dubber
@@ -176,6 +176,15 @@ def test_flashlips_eval_writes_the_measurement_metrics(flashlips_pairs, tmp_path
     assert np.isfinite(ev["sync_c_real"]) and ev["lmd_frames"] + ev["lmd_skipped_frames"] > 0
     assert "mouth_l1_edit" in ev
     assert json.loads((out / "metrics.json").read_text())["last_eval"]["sync_d_edit"] == ev["sync_d_edit"]
+
+    # the lip_flow stage dubs each held-out synthetic segment to its real audio with the dubber it exports
+    flow = train_dubber("configs/dubber_flashlips_cpu.yaml",
+                        [*common, "stage=lip_flow", f"init_from={out / 'final'}", f"loop.out={tmp_path / 'flow'}",
+                         SYNCNET_OVERRIDE, "eval_metrics=[sync, csim, psnr]", "identity.backend=tiny"])
+    ev = flow["last_eval"]
+    for key in ("sync_c_dub", "sync_d_dub", "sync_c_input", "sync_c_real", "csim_dub", "psnr_dub", "psnr_input"):
+        assert np.isfinite(ev[key]), key
+    assert "pose_mse_sample" in ev and not any(k.startswith("lmd") for k in ev)
 
     # no SyncNet configured (the default): Sync is counted as skipped, never a number
     m = train_dubber("configs/dubber_flashlips_cpu.yaml", [*common, f"loop.out={tmp_path / 'nosync'}",

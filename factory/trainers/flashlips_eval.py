@@ -17,7 +17,10 @@ pose units (per-dimension z-scores: predicting the training mean scores about 1)
 sampled with `sample_steps` Euler steps (`sample`), the one-step estimate of the conditional mean
 (`mean_estimate`: eps + v(eps, 0), which the MSE favours), the mean pose (`mean_pose`), the mean
 of the K reference poses (`reference`), and a sample driven by another segment's audio
-(`other_audio`: above `sample` when the poses follow the audio).
+(`other_audio`: above `sample` when the poses follow the audio). With a scorer and the dubber the run
+exports, each held-out synthetic segment is dubbed to its real audio and measured against the real
+frames: `sync_c_dub` beside `sync_c_input` (the synthetic lips, which say other words) and
+`sync_c_real`, `csim_dub`, `lmd_dub`, `psnr_dub`.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def videos_of(frames: torch.Tensor, b: int, t: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_lip_flow(module, dataset: PairDataset, segments: int, steps: int, seed: int) -> dict[str, float]:
+def evaluate_lip_flow(module, dataset: PairDataset, segments: int, steps: int, seed: int, dubber=None,
+                      scorer=None) -> dict[str, float]:
     flow = module.flow
     device = next(flow.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -125,5 +129,22 @@ def evaluate_lip_flow(module, dataset: PairDataset, segments: int, steps: int, s
         for name, pred in predictions.items():
             sums[name] = sums.get(name, 0.0) + float(((pred - z) ** 2).sum())
             counts[name] = counts.get(name, 0) + z.numel()
+        if dubber is not None and scorer is not None:
+            scorer.add({"dub": dub_batch(dubber, batch), "input": batch["synthetic"]}, batch["target"], batch["audio"])
         seen += len(z)
-    return {f"pose_mse_{name}": value / counts[name] for name, value in sums.items()}
+    out = {f"pose_mse_{name}": value / counts[name] for name, value in sums.items()}
+    if scorer is not None:
+        out.update(scorer.result())
+    return out
+
+
+def dub_batch(dubber, batch: dict) -> torch.Tensor:
+    """The synthetic segments dubbed to the real audio, as `factory dub` would: (B, 3, T, S, S) in [-1, 1]."""
+    from factory.trainers.dubber_metrics import to_uint8
+
+    side = batch["synthetic"].shape[-1]
+    out = []
+    for video, landmarks, audio in zip(batch["synthetic"], batch["syn_mouth_landmarks"], batch["audio"]):
+        frames = dubber.dub_segment(to_uint8(video), landmarks.cpu().numpy() * side, audio.cpu().numpy())
+        out.append(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)
+    return torch.stack(out)

@@ -75,7 +75,8 @@ class FlashLipsConfig:
     pose_stats_segments: int = 32  # training segments that set the pose normalisation
     # both
     eval_segments: int = 16  # held-out segments per evaluation
-    # editor stage: measurement metrics of the mod -> src edit (factory/trainers/dubber_metrics.py): any of
+    # measurement metrics (factory/trainers/dubber_metrics.py) of the editor stage's mod -> src edit and of the
+    # lip_flow stage's dubbed segments (synthetic video + real audio through the dubber it exports): any of
     # sync, csim, lmd, psnr ([]: the mouth-region numbers only); Sync needs `syncnet` (path or tiny), and
     # segments of at least its window + 2 frames
     eval_metrics: list[str] = field(default_factory=lambda: list(METRICS))
@@ -310,7 +311,30 @@ class FlashLipsRecipe(Recipe):
         if cfg.stage == "editor":
             return evaluate_editor(unwrap(model), self.heldout(), cfg.eval_segments, cfg.losses.scaling_factor,
                                    self.scorer(device))
-        return evaluate_lip_flow(unwrap(model), self.heldout(), cfg.eval_segments, cfg.sample_steps, cfg.loop.seed)
+        module = unwrap(model)
+        scorer = self.scorer(device)
+        return evaluate_lip_flow(module, self.heldout(), cfg.eval_segments, cfg.sample_steps, cfg.loop.seed,
+                                 self.eval_dubber(module, device) if scorer.metrics else None, scorer)
+
+    def eval_dubber(self, module: LipFlowModule, device: torch.device):
+        """The dubber this run exports (init_from's editor and VAE, the flow model being trained), so
+        the lip_flow stage's eval can dub held-out segments from their real audio. The editor is
+        loaded once per process; the flow model is the live one (the caller's eval mode)."""
+        from factory.generators.latent_editor import LatentEditorGenerator
+        from factory.trainers.flashlips_dubber import DubberSettings, FlashLipsDubber
+
+        cfg = self.config
+        if getattr(self, "_eval_editor", None) is None:
+            g = LatentEditorGenerator.from_pretrained(cfg.init_from, key="init_from")
+            self._eval_editor = tuple(m.to(device).float().eval().requires_grad_(False) for m in (g.editor, g.vae))
+        editor, vae = self._eval_editor
+        settings = DubberSettings(resolution=cfg.data.resolution, reference_frames=cfg.data.reference_frames,
+                                  reference_poses=cfg.reference_poses, sample_steps=cfg.sample_steps,
+                                  batch_size=cfg.generate_batch_size, seed=cfg.loop.seed)
+        dubber = FlashLipsDubber(settings, editor=editor, lip_pose=module.lip_pose, vae=vae, flow=module.flow,
+                                 audio=module.audio)
+        dubber.device = torch.device(device)  # not .to(): that would freeze the flow model being trained
+        return dubber
 
     def scorer(self, device: torch.device):
         """The measurement metrics' scorer, with whichever of its networks can be built here."""
