@@ -217,6 +217,7 @@ class FlashLipsRecipe(Recipe):
     def __init__(self, config: FlashLipsConfig):
         check_config(config)
         super().__init__(config)
+        self._eval_editor = self._eval_nets = None  # the eval's frozen networks, loaded at the first eval
 
     # -- models --
 
@@ -324,7 +325,7 @@ class FlashLipsRecipe(Recipe):
         from factory.trainers.flashlips_dubber import DubberSettings, FlashLipsDubber
 
         cfg = self.config
-        if getattr(self, "_eval_editor", None) is None:
+        if self._eval_editor is None:
             g = LatentEditorGenerator.from_pretrained(cfg.init_from, key="init_from")
             self._eval_editor = tuple(m.to(device).float().eval().requires_grad_(False) for m in (g.editor, g.vae))
         editor, vae = self._eval_editor
@@ -341,10 +342,13 @@ class FlashLipsRecipe(Recipe):
         from factory.trainers.dubber_metrics import DubberScorer, build_embedder, build_syncnet, try_build
 
         cfg = self.config
-        syncnet, sync_note = (try_build(lambda: build_syncnet(cfg.syncnet, "syncnet", device))
-                              if "sync" in cfg.eval_metrics else (None, ""))
-        embedder, csim_note = (try_build(lambda: build_embedder(cfg.identity, "identity", device))
-                               if "csim" in cfg.eval_metrics else (None, ""))
+        if self._eval_nets is None:  # built once: loading dlib or ArcFace at every eval would cost seconds
+            self._eval_nets = (
+                try_build(lambda: build_syncnet(cfg.syncnet, "syncnet", device)) if "sync" in cfg.eval_metrics
+                else (None, ""),
+                try_build(lambda: build_embedder(cfg.identity, "identity", device)) if "csim" in cfg.eval_metrics
+                else (None, ""))
+        (syncnet, sync_note), (embedder, csim_note) = self._eval_nets
         return DubberScorer(cfg.eval_metrics, syncnet=syncnet, sync_note=sync_note, embedder=embedder,
                             csim_note=csim_note)
 
