@@ -39,6 +39,7 @@ from factory.config import ConfigError
 from factory.models.editor_losses import EditorLossConfig
 from factory.models.vae import VAEConfig
 from factory.models.wav2vec_features import Wav2VecFeatureConfig
+from factory.trainers.dubber_metrics import METRICS, EvalIdentityConfig, EvalSyncNetConfig, check_metrics
 from factory.trainers.editor_recipe import TINY_EDITOR, TINY_LIP_POSE, TINY_VAE_OVERRIDES, EditorModule
 from factory.trainers.loop import LoopConfig, Recipe, unwrap
 from factory.trainers.pair_data import PairDataConfig, PairDataset, pair_loader
@@ -74,6 +75,13 @@ class FlashLipsConfig:
     pose_stats_segments: int = 32  # training segments that set the pose normalisation
     # both
     eval_segments: int = 16  # held-out segments per evaluation
+    # measurement metrics (factory/trainers/dubber_metrics.py) of the editor stage's mod -> src edit and of the
+    # lip_flow stage's dubbed segments (synthetic video + real audio through the dubber it exports): any of
+    # sync, csim, lmd, psnr ([]: the mouth-region numbers only); Sync needs `syncnet` (path or tiny), and
+    # segments of at least its window + 2 frames
+    eval_metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    syncnet: EvalSyncNetConfig = field(default_factory=EvalSyncNetConfig)
+    identity: EvalIdentityConfig = field(default_factory=EvalIdentityConfig)  # CSIM's embedder (dlib: offline)
     generate_batch_size: int = 16  # the exported editor's frames per pass
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(out="runs/flashlips", batch_size=4, lr=1e-4,
                                                                   eval_every=100, checkpoint_every=100))
@@ -95,6 +103,7 @@ def check_config(cfg: FlashLipsConfig) -> None:
     if not data_config(cfg).manifests:
         raise ConfigError("config key 'manifests' is empty: give the pair manifests (manifest.json files or run "
                           "folders written by `factory run` / `factory pairs`)")
+    check_metrics(cfg.eval_metrics, "eval_metrics")
     if cfg.data.reference_frames < 1:
         raise ConfigError("config key 'data.reference_frames' must be >= 1: the editor draws from references")
     if cfg.stage == "lip_flow":
@@ -202,11 +211,13 @@ class PairBatches:
 class FlashLipsRecipe(Recipe):
     name = "flashlips-refine"
     Config = FlashLipsConfig
-    free_keys = frozenset({"eval_segments", "generate_batch_size", "sample_steps"})
+    free_keys = frozenset({"eval_segments", "generate_batch_size", "sample_steps", "eval_metrics", "syncnet",
+                           "identity"})
 
     def __init__(self, config: FlashLipsConfig):
         check_config(config)
         super().__init__(config)
+        self._eval_editor = self._eval_nets = None  # the eval's frozen networks, loaded at the first eval
 
     # -- models --
 
@@ -299,8 +310,47 @@ class FlashLipsRecipe(Recipe):
 
         cfg = self.config
         if cfg.stage == "editor":
-            return evaluate_editor(unwrap(model), self.heldout(), cfg.eval_segments, cfg.losses.scaling_factor)
-        return evaluate_lip_flow(unwrap(model), self.heldout(), cfg.eval_segments, cfg.sample_steps, cfg.loop.seed)
+            return evaluate_editor(unwrap(model), self.heldout(), cfg.eval_segments, cfg.losses.scaling_factor,
+                                   self.scorer(device))
+        module = unwrap(model)
+        scorer = self.scorer(device)
+        return evaluate_lip_flow(module, self.heldout(), cfg.eval_segments, cfg.sample_steps, cfg.loop.seed,
+                                 self.eval_dubber(module, device) if scorer.metrics else None, scorer)
+
+    def eval_dubber(self, module: LipFlowModule, device: torch.device):
+        """The dubber this run exports (init_from's editor and VAE, the flow model being trained), so
+        the lip_flow stage's eval can dub held-out segments from their real audio. The editor is
+        loaded once per process; the flow model is the live one (the caller's eval mode)."""
+        from factory.generators.latent_editor import LatentEditorGenerator
+        from factory.trainers.flashlips_dubber import DubberSettings, FlashLipsDubber
+
+        cfg = self.config
+        if self._eval_editor is None:
+            g = LatentEditorGenerator.from_pretrained(cfg.init_from, key="init_from")
+            self._eval_editor = tuple(m.to(device).float().eval().requires_grad_(False) for m in (g.editor, g.vae))
+        editor, vae = self._eval_editor
+        settings = DubberSettings(resolution=cfg.data.resolution, reference_frames=cfg.data.reference_frames,
+                                  reference_poses=cfg.reference_poses, sample_steps=cfg.sample_steps,
+                                  batch_size=cfg.generate_batch_size, seed=cfg.loop.seed)
+        dubber = FlashLipsDubber(settings, editor=editor, lip_pose=module.lip_pose, vae=vae, flow=module.flow,
+                                 audio=module.audio)
+        dubber.device = torch.device(device)  # not .to(): that would freeze the flow model being trained
+        return dubber
+
+    def scorer(self, device: torch.device):
+        """The measurement metrics' scorer, with whichever of its networks can be built here."""
+        from factory.trainers.dubber_metrics import DubberScorer, build_embedder, build_syncnet, try_build
+
+        cfg = self.config
+        if self._eval_nets is None:  # built once: loading dlib or ArcFace at every eval would cost seconds
+            self._eval_nets = (
+                try_build(lambda: build_syncnet(cfg.syncnet, "syncnet", device)) if "sync" in cfg.eval_metrics
+                else (None, ""),
+                try_build(lambda: build_embedder(cfg.identity, "identity", device)) if "csim" in cfg.eval_metrics
+                else (None, ""))
+        (syncnet, sync_note), (embedder, csim_note) = self._eval_nets
+        return DubberScorer(cfg.eval_metrics, syncnet=syncnet, sync_note=sync_note, embedder=embedder,
+                            csim_note=csim_note)
 
     # -- export --
 

@@ -48,6 +48,8 @@ from factory.models.xdub_folder import load_editor_folder, read_editor_config, s
 from factory.models.xdub_stage2 import (XDubEditor, decode_with_grad, flow_step, prepare_pair_latents, sample_editor,
                                         silent_mean, weighted_flow_loss)
 from factory.trainers.dit_recipe import DEFAULT_MODEL, CachedVAE, ClipBatches, _Unwrapped, _region_l1_mse, default_vae, psnr
+from factory.trainers.dubber_metrics import (METRICS, SAMPLES_PER_FRAME, DubberScorer, TorchEmbedder, check_metrics,
+                                             try_build)
 from factory.trainers.loop import LoopConfig, Recipe, unwrap
 
 PHASE_PART = {1: "base", 2: "lip", 3: "texture"}
@@ -104,6 +106,14 @@ class XDubEvalConfig:
     reference_guidance: float = 1.0
     motion: bool = True  # the real first frames as clean motion frames (as every segment after a clip's first)
     audio_swap: bool = True  # also sample with another held-out pair's audio, and with other noise: do the lips follow?
+    # measurement metrics of the generated frames (factory/trainers/dubber_metrics.py): any of sync, csim,
+    # lmd, psnr; [] for the mouth-region numbers only (the cheapest eval)
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    csim_frames: int = 4  # evenly spaced frames per segment the identity net embeds
+    sync_max_offset: int = 15
+
+    def __post_init__(self):
+        check_metrics(self.metrics, "eval.metrics")
 
 
 @dataclass
@@ -357,8 +367,14 @@ class XDubRecipe(Recipe):
         batches = self.heldout_batches()
         if not batches:
             return {}
-        return evaluate_editor(unwrap(model), self.cached_vae(device), batches, self.config.eval, self.loop.seed,
-                               device, self.config.lora.ranges)
+        e = self.config.eval
+        syncnet, sync_note = try_build(lambda: self.syncnet(device)) if "sync" in e.metrics else (None, "")
+        identity, csim_note = try_build(lambda: TorchEmbedder(self.identity_net(device))) \
+            if "csim" in e.metrics else (None, "")
+        scorer = DubberScorer(e.metrics, syncnet=syncnet, sync_note=sync_note, embedder=identity, csim_note=csim_note,
+                              csim_frames=e.csim_frames, sync_max_offset=e.sync_max_offset)
+        return evaluate_editor(unwrap(model), self.cached_vae(device), batches, e, self.loop.seed,
+                               device, self.config.lora.ranges, scorer)
 
     # -- export --
 
@@ -380,7 +396,8 @@ class XDubRecipe(Recipe):
 
 @torch.no_grad()
 def evaluate_editor(editor: XDubEditor, vae: CachedVAE, batches: list[dict[str, Any]], cfg: XDubEvalConfig, seed: int,
-                    device: torch.device, expert_ranges: dict[str, list[float]] | None = None) -> dict[str, float]:
+                    device: torch.device, expert_ranges: dict[str, list[float]] | None = None,
+                    scorer: DubberScorer | None = None) -> dict[str, float]:
     """Per held-out pair, one sampled segment (experts routed by flow time), scored where the lips
     are (real or synthetic lip masks), generated frames only:
 
@@ -391,7 +408,10 @@ def evaluate_editor(editor: XDubEditor, vae: CachedVAE, batches: list[dict[str, 
     - with cfg.audio_swap, latent_change_audio / latent_change_noise: how far the lips move when
       another held-out pair's audio drives the edit, and when only the noise changes (an editor
       that follows the audio moves more with the audio), and latent_l1_editor_swapped: that
-      other-audio edit against the real latents."""
+      other-audio edit against the real latents;
+    - with a `scorer`, the measurement metrics of the editor's and the synthetic input's generated
+      frames against the real frames and audio (sync_c_editor, csim_editor, lmd_editor, psnr_editor,
+      ...: factory/trainers/dubber_metrics.py)."""
     r = editor.config.temporal_compression
     m = editor.config.motion_latent_frames if cfg.motion else 0
     skip = 1 + r * (m - 1) if m else 0
@@ -440,8 +460,13 @@ def evaluate_editor(editor: XDubEditor, vae: CachedVAE, batches: list[dict[str, 
             l1, mse = _region_l1_mse(x[:, :, skip:].to(real.dtype), real, lips)
             add(f"mouth_l1_{name}", l1, weight)
             add(f"mouth_mse_{name}", mse, weight)
+        if scorer is not None:
+            scorer.add({name: pixels[name][:, :, skip:] for name in ("editor", "synthetic")}, real,
+                       batch["audio"][:, skip * SAMPLES_PER_FRAME:])
         index += b
     metrics = {k: s / max(w, 1e-9) for k, (s, w) in sums.items()}
     for name in ("editor", "synthetic", "vae"):
         metrics[f"mouth_psnr_{name}"] = psnr(metrics.pop(f"mouth_mse_{name}"))
+    if scorer is not None:
+        metrics.update(scorer.result())
     return metrics
