@@ -36,6 +36,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -516,6 +517,7 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     out/metrics.json's content."""
     cfg = recipe.loop
     check_loop_config(cfg)
+    refuse_out_lost_with_the_job(cfg.out)
     if cfg.executor == "local":
         return train(recipe, stop_at)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -544,6 +546,17 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     if storage.isfile(metrics_file):
         return json.loads(storage.read_text(metrics_file))
     return dict(result.metrics or {})
+
+
+def refuse_out_lost_with_the_job(out: str) -> None:
+    """Under `ray job submit --working-dir DIR`, the driver runs in Ray's temporary copy of DIR (a
+    new one for every change of the code, deleted by Ray), so a relative `loop.out` would land in
+    that copy: lost after the job, and not found by the next submission to resume from."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")  # set by Ray for a job's driver
+    if (job.get("runtime_env") or {}).get("working_dir") and not storage.is_url(out) and not Path(out).is_absolute():
+        raise ConfigError(f"config key 'loop.out' is a relative path ({out!r}): inside a `ray job submit "
+                          "--working-dir` job it would be written into Ray's temporary copy of the working dir "
+                          "and lost; give an absolute path on storage every node reaches, or a URL")
 
 
 def ray_worker(config: dict[str, Any]) -> None:
