@@ -33,7 +33,7 @@ def pairs(tmp_path_factory):
 
 def train_dubber(pairs: Path, out: Path | str, steps: int) -> list[str]:
     return ["python", "-m", "factory.cli", "train-dubber", CONFIG, f"manifests=[{pairs}]",
-            "loop.executor=ray", "loop.num_workers=1", "loop.use_gpu=false", f"loop.out={out}", f"loop.steps={steps}",
+            "loop.executor=ray", "loop.num_workers=1", f"loop.out={out}", f"loop.steps={steps}",
             "loop.eval_every=0", "loop.progress=false"]
 
 
@@ -80,3 +80,20 @@ def test_train_dubber_as_a_ray_job_trains_exports_and_resumes(pairs, tmp_path):
         assert relative.returncode != 0 and "failed" in relative.stdout, job_output(relative)
         assert "config key 'loop.out' is a relative path" in relative.stdout, job_output(relative)
         assert not (ROOT / "runs" / "lost_with_the_job").exists()
+
+
+def test_relative_out_is_refused_only_inside_a_working_dir_job(monkeypatch):
+    """The driver's environment as Ray's job supervisor sets it (the slow test above meets the real one)."""
+    from factory.config import ConfigError
+    from factory.trainers.loop import refuse_out_lost_with_the_job
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    refuse_out_lost_with_the_job("runs/x")  # a local run: relative to where the user stands
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {}}}))
+    refuse_out_lost_with_the_job("runs/x")  # a job without --working-dir runs where `ray start` ran
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
+                       json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip", "env_vars": {}}}))
+    refuse_out_lost_with_the_job("/mnt/shared/runs/x")
+    refuse_out_lost_with_the_job("s3://bucket/runs/x")
+    with pytest.raises(ConfigError, match="'loop.out' is a relative path"):
+        refuse_out_lost_with_the_job("runs/x")

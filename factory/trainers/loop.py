@@ -92,7 +92,7 @@ class LoopConfig:
     device: str | None = None  # local executor; null: cuda when present, else cpu
     executor: str = "local"  # "local" (this process) | "ray" (Ray Train TorchTrainer)
     num_workers: int = 1  # Ray Train ranks
-    use_gpu: bool | None = None  # Ray Train; null: when this machine has CUDA
+    use_gpu: bool | None = None  # Ray Train; null: when the Ray cluster has GPUs (when the run starts)
     max_failures: int = 0  # Ray Train: restarts of the worker group after a failure (each resumes exactly)
     progress: bool | None = None  # a progress bar; null: when stderr is a terminal
 
@@ -529,9 +529,11 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     out = cfg.out if storage.is_url(cfg.out) else str(Path(cfg.out).resolve())
     recipe = copy.copy(recipe)
     recipe.config = dataclasses.replace(recipe.config, loop=dataclasses.replace(cfg, out=str(out)))
-    use_gpu = cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()
     started = cluster.connect()
     try:
+        # null: the cluster's GPUs, not this process's CUDA: under `ray job submit` the driver runs
+        # on the head, which often has no GPU while the workers do
+        use_gpu = cfg.use_gpu if cfg.use_gpu is not None else cluster.total()["GPU"] > 0
         trainer = TorchTrainer(ray_worker, train_loop_config={"recipe": recipe, "stop_at": stop_at},
                                scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu),
                                run_config=RunConfig(name=recipe.name, storage_path=storage.join(out, "ray"),
