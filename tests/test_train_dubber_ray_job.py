@@ -23,11 +23,11 @@ CONFIG = "configs/dubber_flashlips_cpu.yaml"  # relative: read from the job's co
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    """Eleven 77-frame pairs of three demo videos at 96 px (about a minute: `factory pairs`)."""
+    """Seven 77-frame pairs of two demo videos at the config's 64 px (about 30 s: `factory pairs`)."""
     from factory.demo import SENTENCES
     from tests.flashlips_corpus import pair_manifest
 
-    return pair_manifest(tmp_path_factory.mktemp("flashlips_pairs"), SENTENCES[:3], 96,
+    return pair_manifest(tmp_path_factory.mktemp("flashlips_pairs"), SENTENCES[:2], 64,
                          "filters.identity.enabled=false")
 
 
