@@ -36,6 +36,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -91,7 +92,7 @@ class LoopConfig:
     device: str | None = None  # local executor; null: cuda when present, else cpu
     executor: str = "local"  # "local" (this process) | "ray" (Ray Train TorchTrainer)
     num_workers: int = 1  # Ray Train ranks
-    use_gpu: bool | None = None  # Ray Train; null: when this machine has CUDA
+    use_gpu: bool | None = None  # Ray Train; null: when the Ray cluster has GPUs (when the run starts)
     max_failures: int = 0  # Ray Train: restarts of the worker group after a failure (each resumes exactly)
     progress: bool | None = None  # a progress bar; null: when stderr is a terminal
 
@@ -516,6 +517,7 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     out/metrics.json's content."""
     cfg = recipe.loop
     check_loop_config(cfg)
+    refuse_out_lost_with_the_job(cfg.out)
     if cfg.executor == "local":
         return train(recipe, stop_at)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -527,9 +529,11 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     out = cfg.out if storage.is_url(cfg.out) else str(Path(cfg.out).resolve())
     recipe = copy.copy(recipe)
     recipe.config = dataclasses.replace(recipe.config, loop=dataclasses.replace(cfg, out=str(out)))
-    use_gpu = cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()
     started = cluster.connect()
     try:
+        # null: the cluster's GPUs, not this process's CUDA: under `ray job submit` the driver runs
+        # on the head, which often has no GPU while the workers do
+        use_gpu = cfg.use_gpu if cfg.use_gpu is not None else cluster.total()["GPU"] > 0
         trainer = TorchTrainer(ray_worker, train_loop_config={"recipe": recipe, "stop_at": stop_at},
                                scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu),
                                run_config=RunConfig(name=recipe.name, storage_path=storage.join(out, "ray"),
@@ -544,6 +548,17 @@ def run_training(recipe: Recipe, stop_at: int | None = None) -> dict[str, Any]:
     if storage.isfile(metrics_file):
         return json.loads(storage.read_text(metrics_file))
     return dict(result.metrics or {})
+
+
+def refuse_out_lost_with_the_job(out: str) -> None:
+    """Under `ray job submit --working-dir DIR`, the driver runs in Ray's temporary copy of DIR (a
+    new one for every change of the code, deleted by Ray), so a relative `loop.out` would land in
+    that copy: lost after the job, and not found by the next submission to resume from."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")  # set by Ray for a job's driver
+    if (job.get("runtime_env") or {}).get("working_dir") and not storage.is_url(out) and not Path(out).is_absolute():
+        raise ConfigError(f"config key 'loop.out' is a relative path ({out!r}): inside a `ray job submit "
+                          "--working-dir` job it would be written into Ray's temporary copy of the working dir "
+                          "and lost; give an absolute path on storage every node reaches, or a URL")
 
 
 def ray_worker(config: dict[str, Any]) -> None:
