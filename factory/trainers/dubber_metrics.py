@@ -82,8 +82,8 @@ def build_syncnet(cfg: EvalSyncNetConfig, key: str, device: torch.device | str =
 
         net = load_syncnet(cfg.path, device="cpu", key=f"{key}.path")
     else:
-        raise ConfigError(f"config key '{key}.path' is not set (nor '{key}.tiny'): Sync-C/D need a local SyncNet "
-                          "(`factory train-syncnet` folder or syncnet_v2.model)")
+        raise ConfigError(f"config key '{key}.path' is not set (nor '{key}.tiny'): the SyncNet loss and Sync-C/D "
+                          "need a local SyncNet (`factory train-syncnet` folder or syncnet_v2.model)")
     return net.eval().requires_grad_(False).to(device)
 
 

@@ -48,8 +48,8 @@ from factory.models.xdub_folder import load_editor_folder, read_editor_config, s
 from factory.models.xdub_stage2 import (XDubEditor, decode_with_grad, flow_step, prepare_pair_latents, sample_editor,
                                         silent_mean, weighted_flow_loss)
 from factory.trainers.dit_recipe import DEFAULT_MODEL, CachedVAE, ClipBatches, _Unwrapped, _region_l1_mse, default_vae, psnr
-from factory.trainers.dubber_metrics import (METRICS, SAMPLES_PER_FRAME, DubberScorer, TorchEmbedder, check_metrics,
-                                             try_build)
+from factory.trainers.dubber_metrics import (METRICS, SAMPLES_PER_FRAME, DubberScorer, EvalSyncNetConfig, TorchEmbedder,
+                                             build_syncnet, check_metrics, try_build)
 from factory.trainers.loop import LoopConfig, Recipe, unwrap
 
 PHASE_PART = {1: "base", 2: "lip", 3: "texture"}
@@ -80,13 +80,6 @@ class XDubLossConfig:
 
     def phase_audio_drop(self, phase: int) -> float:
         return self.audio_drop_prob if self.audio_drop_prob is not None else (0.5 if phase == 3 else 0.1)
-
-
-@dataclass
-class SyncLossNetConfig:
-    path: str | None = None  # a `factory train-syncnet` folder or syncnet_python's syncnet_v2.model
-    tiny: Any = None  # SyncNetConfig kwargs: a random StableSyncNet (tests, CPU demo); typed Any (free keys)
-    seed: int = 0
 
 
 @dataclass
@@ -130,7 +123,7 @@ class XDubRecipeConfig:
     gradient_checkpointing: bool = False
     lora: LoraExpertConfig = field(default_factory=LoraExpertConfig)
     loss: XDubLossConfig = field(default_factory=XDubLossConfig)
-    syncnet: SyncLossNetConfig = field(default_factory=SyncLossNetConfig)
+    syncnet: EvalSyncNetConfig = field(default_factory=EvalSyncNetConfig)  # a local SyncNet (or tiny)
     identity: IdentityLossNetConfig = field(default_factory=IdentityLossNetConfig)
     eval: XDubEvalConfig = field(default_factory=XDubEvalConfig)
     loader_workers: int = 0
@@ -212,22 +205,8 @@ class XDubRecipe(Recipe):
         return self._audio
 
     def syncnet(self, device: torch.device):
-        if self._syncnet is None:
-            c = self.config.syncnet
-            if c.tiny is not None:
-                from factory.models.syncnet import SyncNet, SyncNetConfig
-
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(c.seed)
-                    net = SyncNet(SyncNetConfig(**c.tiny))
-            else:
-                from factory.models.syncnet_s import load_syncnet
-
-                if not c.path:
-                    raise ConfigError("config key 'syncnet.path' is not set: phase 2's SyncNet loss needs a local "
-                                      "SyncNet (`factory train-syncnet` folder or syncnet_v2.model)")
-                net = load_syncnet(c.path, device="cpu", key="syncnet.path")
-            self._syncnet = net.eval().requires_grad_(False).to(device)
+        if self._syncnet is None:  # phase 2's loss and the eval's Sync-C/D share it
+            self._syncnet = build_syncnet(self.config.syncnet, "syncnet", device)
         return self._syncnet
 
     def identity_net(self, device: torch.device):
