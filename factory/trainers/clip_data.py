@@ -317,8 +317,18 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         elif name == "position":
             out[name] = torch.tensor(values, dtype=torch.int64)
         else:
-            out[name] = torch.stack(values)
+            out[name] = torch.stack(values, out=_shared_batch(values))
     return out
+
+
+def _shared_batch(values: list[torch.Tensor]) -> torch.Tensor | None:
+    """In a loader worker, the batch tensor allocated in shared memory (as torch's default_collate
+    does): the worker hands it over without copying it once more (~290 MB a batch of 4 at 256 px)."""
+    if torch.utils.data.get_worker_info() is None:
+        return None
+    first = values[0]
+    storage = first._typed_storage()._new_shared(len(values) * first.numel(), device=first.device)
+    return first.new(storage).resize_(len(values), *first.shape)
 
 
 def data_loader(dataset: ClipDataset, num_workers: int = 0, **kwargs) -> torch.utils.data.DataLoader:

@@ -63,7 +63,10 @@ from manifests.reader import decode_sample, shard_samples, shard_urls, tar_sampl
 
 log = logging.getLogger(__name__)
 
-DECODED_PAIRS = 6  # per process: ~35 MB each for 77 frames at 256 px; 1.4 decodes a pair, not 3 (77/25)
+# per process, the decoded pairs kept (at `resolution`): ~36 MB a 77-frame pair at 256 px (10 pairs),
+# ~0.5 MB at 32 px (hundreds). A pair's segments wait in the segment shuffle buffer for a while:
+# with 6 pairs at 256 px 1.25 decodes a pair (not 3, 77/25), with 10 about 1.1
+DECODED_BYTES = 384 * 2**20
 MIX_BLOCK = 4096  # mixing choices are drawn in seeded blocks, so position p's choices need no replay
 
 
@@ -346,6 +349,7 @@ class PairDataset(torch.utils.data.IterableDataset):
             self.sources, self.weights = [PairSource(self.rows, cfg, split, rank, world_size)], None
         self.position = 0
         self._decoded: OrderedDict = OrderedDict()
+        self._decoded_bytes = 0
         self.decodes = 0  # pairs this process decoded (a cache miss each)
 
     # -- order --
@@ -454,7 +458,7 @@ class PairDataset(torch.utils.data.IterableDataset):
 
     def decoded(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The decoded (and augmented) pair at `resolution`, from this process's cache of the last
-        DECODED_PAIRS: each video is decoded, rebuilt, augmented and resized once per pair, and
+        pairs (DECODED_BYTES of them): each video is decoded, rebuilt, augmented and resized once per pair, and
         its segments are slices of it."""
         name = (raw["__url__"], raw["__key__"])
         if name in self._decoded:
@@ -467,8 +471,9 @@ class PairDataset(torch.utils.data.IterableDataset):
             pair.pop("clean_real", None), pair.pop("clean_syn", None)
         pair = at_resolution(pair, self.cfg.resolution)
         self._decoded[name] = pair
-        if len(self._decoded) > DECODED_PAIRS:
-            self._decoded.popitem(last=False)
+        self._decoded_bytes += _nbytes(pair)
+        while self._decoded_bytes > DECODED_BYTES and len(self._decoded) > 1:
+            self._decoded_bytes -= _nbytes(self._decoded.popitem(last=False)[1])
         return pair
 
     def references(self, pair: dict[str, Any], start: int, epoch: int) -> np.ndarray:
@@ -495,6 +500,10 @@ def _audio(pcm: np.ndarray, start: int, frames: int) -> np.ndarray:
     piece = pcm[start * SAMPLES_PER_FRAME:(start + frames) * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
     out[:len(piece)] = piece
     return out
+
+
+def _nbytes(pair: dict[str, Any]) -> int:
+    return sum(v.nbytes for v in pair.values() if isinstance(v, np.ndarray))
 
 
 def at_resolution(pair: dict[str, Any], size: int) -> dict[str, Any]:
