@@ -24,7 +24,8 @@ pair is decoded about once per epoch, as on a real corpus (`decodes_per_segment`
    and how many loader processes the measured segments per CPU-second make that.
 
 Rows report segments/s (wall) and, with 0 workers, segments per CPU-second of this process (what
-one busy core delivers whatever else loads the machine) and pairs decoded per segment.
+one busy core delivers whatever else loads the machine), its ratio to the reference
+(`per_cpu_ratio`: the steadier one on a loaded machine) and pairs decoded per segment.
 """
 
 from __future__ import annotations
@@ -178,12 +179,15 @@ def main() -> None:
         for workers in [0] if workers_only_0 else dict.fromkeys([0, args.workers]):
             got = loader_rate(dataset_for(), workers, args.samples)
             extra = {k: v for k, v in got.items() if k != "rate"}
+            if extra and reference:  # robust to the machine's other load: one busy core's rate over the reference
+                extra["per_cpu_ratio"] = round(extra["segments_per_cpu_s"] / reference, 3)
             out.append(row(f"pair loader, {name}, {workers} workers", got["rate"], "segments/s", reference,
                            reference_name, **extra))
             print(f"{out[-1]['name']}: {got['rate']:.2f} segments/s"
                   + (f", {extra['segments_per_cpu_s']:.2f} per CPU-second, {extra['decodes_per_segment']:.2f} "
                      "pairs decoded per segment" if extra else "")
-                  + (f"; {got['rate'] / reference:.2f}x {reference_name}" if reference else ""), flush=True)
+                  + (f"; {got['rate'] / reference:.2f}x {reference_name}" if reference else "")
+                  + (f" ({extra['per_cpu_ratio']:.2f}x per CPU-second)" if "per_cpu_ratio" in extra else ""), flush=True)
         return out
 
     # 1. each recipe: its compute's consumption, then its own loader against it
@@ -216,9 +220,13 @@ def main() -> None:
                     rows.extend(measured[key])
                 else:  # the same loader as an earlier row: its measured rates against this consumption
                     for r in measured[key]:
+                        extra = {k: r[k] for k in ("segments_per_cpu_s", "decodes_per_segment") if k in r}
+                        if extra:
+                            extra["per_cpu_ratio"] = round(extra["segments_per_cpu_s"] / consumes, 3)
                         rows.append(row(f"{r['name']} vs {name}", r["throughput"], "segments/s", consumes,
-                                        f"{name}'s consumption"))
-                        print(f"  {r['name']}: {r['throughput'] / consumes:.2f}x this consumption", flush=True)
+                                        f"{name}'s consumption", **extra))
+                        print(f"  {r['name']}: {r['throughput'] / consumes:.2f}x this consumption"
+                              + (f" ({extra['per_cpu_ratio']:.2f}x per CPU-second)" if extra else ""), flush=True)
 
     # 2. the GPU recipes' resolution, against an assumed GPU rank
     clean = PairDataConfig(manifests=[str(corpus)], resolution=args.resolution, heldout_share=0.0, augment=False)
