@@ -73,7 +73,12 @@ def gains(p: RelightParams, n_frames: int, size: int) -> np.ndarray:
 
 
 def apply(frames: np.ndarray, p: RelightParams) -> np.ndarray:
-    g = gains(p, len(frames), frames.shape[1])
+    return apply_gains(frames, gains(p, len(frames), frames.shape[1]))
+
+
+def apply_gains(frames: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """`frames` relit by gains(...): the gains depend on the parameters alone, so a pair's two
+    sides share one computation (it is most of a replay's cost)."""
     return np.clip(np.rint(frames.astype(np.float32) * g), 0, 255).astype(np.uint8)
 
 

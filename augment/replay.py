@@ -25,6 +25,9 @@ def apply_augmentation(real: np.ndarray, syn: np.ndarray, augment: dict | None) 
     want = (augment["frames"], augment["size"], augment["size"], 3)
     if real.shape != want:
         raise ValueError(f"augmentation recorded for clips of shape {want}, got {real.shape}")
+    if augment["kind"] == "relight":  # the gains once for both sides: they do not depend on the pixels
+        g = relight.gains(relight.RelightParams.from_dict(augment["params"]), len(real), real.shape[1])
+        return relight.apply_gains(real, g), relight.apply_gains(syn, g)
     return augment_frames(real, augment), augment_frames(syn, augment)
 
 

@@ -73,15 +73,24 @@ def rebuild_syn(real: np.ndarray, region: np.ndarray, alpha: np.ndarray, box: li
     assert ramp == 1 << shift, "ramp is a power of two (the blend divides by shifting)"
     x0, y0, x1, y1 = box
     syn = real.copy()
-    w = np.minimum(alpha[:, y0:y1, x0:x1], ramp).astype(np.int16)[..., None]  # 0..ramp
-    base = real[:, y0:y1, x0:x1].astype(np.int16)
-    # base + round((region - base) * w / ramp), in place on int16: w == 0 gives real back exactly,
-    # w == ramp the region exactly
-    d = region.astype(np.int16)
-    d -= base
-    d *= w
-    d += ramp // 2
-    d >>= shift
-    d += base
-    syn[:, y0:y1, x0:x1] = d
+    inside = alpha[:, y0:y1, x0:x1]
+    # each frame only inside its own alpha's bounding box (the box is every frame's, widened and
+    # snapped): outside it alpha == 0 and syn is the copied real already; 4x less work per pair
+    rows, cols = inside.any(axis=2), inside.any(axis=1)
+    for t in range(len(inside)):
+        ys, xs = np.flatnonzero(rows[t]), np.flatnonzero(cols[t])
+        if not len(ys):
+            continue
+        r0, r1, c0, c1 = y0 + ys[0], y0 + ys[-1] + 1, x0 + xs[0], x0 + xs[-1] + 1
+        w = np.minimum(alpha[t, r0:r1, c0:c1], ramp).astype(np.int16)[..., None]  # 0..ramp
+        base = real[t, r0:r1, c0:c1].astype(np.int16)
+        # base + round((region - base) * w / ramp), in place on int16: w == 0 gives real back
+        # exactly, w == ramp the region exactly
+        d = region[t, r0 - y0:r1 - y0, c0 - x0:c1 - x0].astype(np.int16)
+        d -= base
+        d *= w
+        d += ramp // 2
+        d >>= shift
+        d += base
+        syn[t, r0:r1, c0:c1] = d
     return syn

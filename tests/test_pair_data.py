@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -290,3 +291,72 @@ def test_the_loops_resumable_batches_continue_exactly(finished_run):
     got = next(again)
     assert got["key"] == want["key"] and torch.equal(got["position"], torch.tensor([9, 10, 11]))
     assert torch.equal(got["synthetic"], want["synthetic"]) and torch.equal(got["audio"], want["audio"])
+
+
+# -- the fast paths yield what the plain ones do ------------------------------------------------
+
+@pytest.mark.parametrize("resolution", [32, 100])
+def test_segments_resized_once_per_pair_equal_each_segment_resized_from_the_stored_frames(finished_run, pairs,
+                                                                                         resolution):
+    """The loader resizes a pair's frames once and slices its segments; the reference resizes
+    each segment's stored frames (clip_data.video_tensor on the reader's full crops), as the
+    loader did before. Shrinking (32) and growing (100) must give the same floats."""
+    from factory.trainers.clip_data import face_mask, lip_mask, video_tensor
+
+    cfg = config(finished_run, resolution=resolution, heldout_share=0.0, segment_stride=3, reference_frames=3)
+    ds = PairDataset(cfg, epochs=1)
+    seen_motion = set()
+    for sample in ds:
+        key, start = sample["key"].split("@")
+        pair, start = pairs[key], int(start)
+        seg = slice(start, start + T)
+        assert torch.equal(sample["target"], video_tensor(pair["real"][seg], resolution))
+        assert torch.equal(sample["synthetic"], video_tensor(pair["syn"][seg], resolution))
+        refs = ds.references(pair, start, 0)  # the same draw, on the full-size frames
+        assert torch.equal(sample["references"], video_tensor(refs, resolution))
+        before = np.concatenate([pair["motion"], pair["real"][:start]])
+        if len(before) >= 5:
+            seen_motion.add("clip" if start >= 5 else "stored + clip" if start else "stored")
+            assert torch.equal(sample["motion"], video_tensor(before[-5:], resolution))
+        alpha = np.stack([cv2.resize(a, (resolution,) * 2, interpolation=cv2.INTER_AREA if resolution < 256
+                                     else cv2.INTER_LINEAR) for a in pair["alpha"][seg].astype(np.float32) / 255])
+        assert torch.equal(sample["alpha"][0], torch.from_numpy(alpha))
+        lms = pair["real_landmarks"][seg].astype(np.float32) * (resolution / 256)
+        assert torch.equal(sample["face_mask"], face_mask(lms, resolution))
+        assert torch.equal(sample["lip_mask"], lip_mask(lms, resolution, cfg.lip_mask_dilation))
+    assert seen_motion == {"clip", "stored + clip", "stored"}
+
+
+def test_video_tensor_gives_x_over_127_5_minus_1_in_float32_for_every_byte():
+    from factory.trainers.clip_data import video_tensor
+
+    frames = np.arange(256 * 16 * 3, dtype=np.int64).reshape(16, 16, 16, 3) % 256
+    frames = frames.astype(np.uint8)[:, :, :, ::-1].copy()  # every value in every channel
+    want = frames.astype(np.float32).transpose(3, 0, 1, 2) / np.float32(127.5) - np.float32(1.0)
+    got = video_tensor(frames, 16)
+    assert got.dtype == torch.float32 and got.is_contiguous() and np.array_equal(got.numpy(), want)
+    assert video_tensor(frames[:0], 8).shape == (3, 0, 8, 8)
+
+
+def test_the_synthetic_rebuilt_frame_by_frame_equals_the_whole_box_blend():
+    """rebuild_syn blends each frame only inside its alpha's bounding box; the reference blends
+    the whole stored box (where alpha == 0 the blend gives real back, so both must agree)."""
+    from manifests.sample import RAMP, rebuild_syn
+
+    rng = np.random.default_rng(3)
+    real = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    box = [0, 16, 48, 64]
+    region = rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8)
+    alpha = np.zeros((6, 64, 64), np.uint8)
+    alpha[0, 20:30, 5:40] = rng.integers(0, 256, (10, 35))  # ramp values and full ones
+    alpha[2, 16:64, 0:48] = 255  # the whole box
+    alpha[3, 40:41, 47:48] = 7  # one pixel at the box's corner
+    alpha[5, 30:50, 10:20] = RAMP  # exactly the region
+    x0, y0, x1, y1 = box
+    w = np.minimum(alpha[:, y0:y1, x0:x1], RAMP).astype(np.int32)[..., None]
+    base = real[:, y0:y1, x0:x1].astype(np.int32)
+    want = real.copy()
+    want[:, y0:y1, x0:x1] = base + (((region.astype(np.int32) - base) * w + RAMP // 2) >> 4)
+    got = rebuild_syn(real, region, alpha, box)
+    assert np.array_equal(got, want)
+    assert np.array_equal(got[1], real[1]) and np.array_equal(got[2, y0:y1, x0:x1], region[2])

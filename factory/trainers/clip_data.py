@@ -245,9 +245,8 @@ def segment_audio_features(encoder, pcm: np.ndarray, start: int, frames: int) ->
 
 def face_mask(landmarks: np.ndarray, size: int) -> torch.Tensor:
     """(1, T, size, size) float {0, 1}: the static lower-face mask of (T, 478, 2) landmarks at `size`."""
-    t = len(landmarks)
-    return torch.from_numpy(np.broadcast_to(lower_face_mask([landmarks], size), (t, size, size))
-                            .astype(np.float32)[None].copy())
+    mask = torch.from_numpy(lower_face_mask([landmarks], size).astype(np.float32))
+    return mask.expand(1, len(landmarks), size, size).contiguous()  # one copy, not two
 
 
 def lip_mask(landmarks: np.ndarray, size: int, dilation: int) -> torch.Tensor:
@@ -280,13 +279,25 @@ def open_clip(path: str):
     return SimpleNamespace(**arrays)
 
 
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(F, S, S, ...) frames resized to (F, size, size, ...): area when shrinking, else linear."""
+    if not len(frames) or frames.shape[1] == size:
+        return frames
+    interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+
+
 def video_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(F, S, S, 3) uint8 -> (3, F, size, size) float32 in [-1, 1]."""
-    if len(frames) and frames.shape[1] != size:
-        interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_LINEAR
-        frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
-    x = np.asarray(frames, np.float32).reshape(len(frames), size, size, 3).transpose(3, 0, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x) / np.float32(127.5) - np.float32(1.0))
+    """(F, S, S, 3) uint8 -> (3, F, size, size) float32 in [-1, 1] (x / 127.5 - 1, in float32)."""
+    frames = resize_frames(frames, size)
+    x = np.asarray(frames).reshape(len(frames), size, size, 3).transpose(3, 0, 1, 2)
+    # one pass from the uint8 frames into the float layout, then two in place: half the memory
+    # traffic of four float temporaries, and the same float32 values (IEEE division)
+    out = np.empty(x.shape, np.float32)
+    np.copyto(out, x)
+    out /= np.float32(127.5)
+    out -= np.float32(1.0)
+    return torch.from_numpy(out)
 
 
 def hull_mask(points: np.ndarray, size: int) -> np.ndarray:
@@ -306,8 +317,18 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         elif name == "position":
             out[name] = torch.tensor(values, dtype=torch.int64)
         else:
-            out[name] = torch.stack(values)
+            out[name] = torch.stack(values, out=_shared_batch(values))
     return out
+
+
+def _shared_batch(values: list[torch.Tensor]) -> torch.Tensor | None:
+    """In a loader worker, the batch tensor allocated in shared memory (as torch's default_collate
+    does): the worker hands it over without copying it once more (~290 MB a batch of 4 at 256 px)."""
+    if torch.utils.data.get_worker_info() is None:
+        return None
+    first = values[0]
+    storage = first._typed_storage()._new_shared(len(values) * first.numel(), device=first.device)
+    return first.new(storage).resize_(len(values), *first.shape)
 
 
 def data_loader(dataset: ClipDataset, num_workers: int = 0, **kwargs) -> torch.utils.data.DataLoader:

@@ -56,14 +56,17 @@ import webdataset as wds
 from factory import storage
 from factory.config import ConfigError, digest
 from factory.trainers.clip_data import (SAMPLES_PER_FRAME, collate, face_mask, lip_mask, mouth_landmarks,
-                                        segment_audio_features, video_tensor)
+                                        resize_frames, segment_audio_features, video_tensor)
 from factory.trainers.clip_sources import video_split
 from manifests.format import read_manifest
 from manifests.reader import decode_sample, shard_samples, shard_urls, tar_samples, with_augmentation
 
 log = logging.getLogger(__name__)
 
-DECODED_PAIRS = 6  # per process: ~35 MB each for 77 frames at 256 px; 1.4 decodes a pair, not 3 (77/25)
+# per process, the decoded pairs kept (at `resolution`): ~36 MB a 77-frame pair at 256 px (10 pairs),
+# ~0.5 MB at 32 px (hundreds). A pair's segments wait in the segment shuffle buffer for a while:
+# with 6 pairs at 256 px 1.25 decodes a pair (not 3, 77/25), with 10 about 1.1
+DECODED_BYTES = 384 * 2**20
 MIX_BLOCK = 4096  # mixing choices are drawn in seeded blocks, so position p's choices need no replay
 
 
@@ -346,6 +349,7 @@ class PairDataset(torch.utils.data.IterableDataset):
             self.sources, self.weights = [PairSource(self.rows, cfg, split, rank, world_size)], None
         self.position = 0
         self._decoded: OrderedDict = OrderedDict()
+        self._decoded_bytes = 0
         self.decodes = 0  # pairs this process decoded (a cache miss each)
 
     # -- order --
@@ -417,13 +421,20 @@ class PairDataset(torch.utils.data.IterableDataset):
         cfg = self.cfg
         pair = self.decoded(raw)
         t, m, size = cfg.segment_frames, cfg.motion_frames, cfg.resolution
-        real, syn, crop = pair["real"], pair["syn"], pair["real"].shape[1]
+        real, syn, crop = pair["real"], pair["syn"], pair["crop"]  # frames at `size`, landmarks in crop pixels
         seg = slice(start, start + t)
-        before = np.concatenate([pair["motion"], real[:start]]) if len(pair["motion"]) else real[:start]
-        valid = len(before) >= m
-        motion = video_tensor(before[len(before) - m:], size) if valid and m else torch.zeros(3, m, size, size)
+        valid = len(pair["motion"]) + start >= m  # M real frames before the segment: this clip's, then stored crops
+        if valid and m:
+            before = real[start - m:start] if start >= m else np.concatenate([pair["motion"][len(pair["motion"]) - (m - start):],
+                                                                             real[:start]])
+            motion = video_tensor(before, size)
+        else:
+            motion = torch.zeros(3, m, size, size)
         real_lms = pair["real_landmarks"][seg].astype(np.float32)
         syn_lms = pair["syn_landmarks"][seg].astype(np.float32)
+        alpha = pair["alpha"][seg]
+        if alpha.dtype == np.uint8:  # at the crop's own size: not resized, so not converted up front
+            alpha = alpha.astype(np.float32) / np.float32(255.0)
         out = {
             "target": video_tensor(real[seg], size),
             "motion": motion,
@@ -434,7 +445,7 @@ class PairDataset(torch.utils.data.IterableDataset):
             "audio": torch.from_numpy(_audio(pair["real_audio"], start, t)),
             "key": f"{pair['key']}@{start:05d}",
             "synthetic": video_tensor(syn[seg], size),
-            "alpha": torch.from_numpy(_alpha(pair["alpha"][seg], size)[None]),
+            "alpha": torch.from_numpy(np.ascontiguousarray(alpha)[None]),
             "alt_audio": torch.from_numpy(_audio(pair["alt_audio"], start, t)),
             "syn_mouth_landmarks": mouth_landmarks(syn_lms, crop),
             "syn_lip_mask": lip_mask(syn_lms * (size / crop), size, cfg.lip_mask_dilation),
@@ -446,7 +457,9 @@ class PairDataset(torch.utils.data.IterableDataset):
         return out
 
     def decoded(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """The decoded (and augmented) pair, from this process's cache of the last DECODED_PAIRS."""
+        """The decoded (and augmented) pair at `resolution`, from this process's cache of the last
+        pairs (DECODED_BYTES of them): each video is decoded, rebuilt, augmented and resized once per pair, and
+        its segments are slices of it."""
         name = (raw["__url__"], raw["__key__"])
         if name in self._decoded:
             self._decoded.move_to_end(name)
@@ -456,9 +469,11 @@ class PairDataset(torch.utils.data.IterableDataset):
         if self.cfg.augment:
             pair = with_augmentation(pair, masks=False)
             pair.pop("clean_real", None), pair.pop("clean_syn", None)
+        pair = at_resolution(pair, self.cfg.resolution)
         self._decoded[name] = pair
-        if len(self._decoded) > DECODED_PAIRS:
-            self._decoded.popitem(last=False)
+        self._decoded_bytes += _nbytes(pair)
+        while self._decoded_bytes > DECODED_BYTES and len(self._decoded) > 1:
+            self._decoded_bytes -= _nbytes(self._decoded.popitem(last=False)[1])
         return pair
 
     def references(self, pair: dict[str, Any], start: int, epoch: int) -> np.ndarray:
@@ -484,6 +499,24 @@ def _audio(pcm: np.ndarray, start: int, frames: int) -> np.ndarray:
     out = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
     piece = pcm[start * SAMPLES_PER_FRAME:(start + frames) * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
     out[:len(piece)] = piece
+    return out
+
+
+def _nbytes(pair: dict[str, Any]) -> int:
+    return sum(v.nbytes for v in pair.values() if isinstance(v, np.ndarray))
+
+
+def at_resolution(pair: dict[str, Any], size: int) -> dict[str, Any]:
+    """The decoded pair's frames (real, syn, motion) resized to `size` once, as each segment's
+    video_tensor would resize them (the same cv2 call per frame, so the same pixels), and its
+    alpha as float32 in [0, 1] at `size` when it needs resizing (else left uint8, converted per
+    segment: 4x smaller in the cache). `crop` keeps the stored side the landmarks are in."""
+    crop = pair["real"].shape[1]
+    out = dict(pair, crop=crop)
+    if crop != size:
+        for name in ("real", "syn", "motion"):
+            out[name] = resize_frames(pair[name], size)
+        out["alpha"] = _alpha(pair["alpha"], size)
     return out
 
 
