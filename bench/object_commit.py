@@ -39,7 +39,8 @@ def make_records(n: int, kib: int) -> list[Record]:
     out = []
     for i in range(n):
         meta = {"i": i}
-        files = {"meta.json": json.dumps(meta).encode(), "pair.bin": rng.integers(0, 256, kib * 1024, dtype=np.uint8).tobytes()}
+        payload = rng.integers(0, 256, kib * 1024, dtype=np.uint8).tobytes()
+        files = {"meta.json": json.dumps(meta).encode(), "pair.bin": payload}
         out.append(Record(f"pair-{i:05d}", "pair", media=PairMedia(files=files), meta=meta))
     return out
 
@@ -96,7 +97,8 @@ def main() -> None:
 
     ref = n / local["seconds"]
     rows = [row("local disk: ShardSink + manifest", ref, "samples/s", reference_name="itself")]
-    for name, result in (("memory://: ObjectShardSink + manifest", memory), ("moto S3: ObjectShardSink + manifest", s3)):
+    targets = (("memory://: ObjectShardSink + manifest", memory), ("moto S3: ObjectShardSink + manifest", s3))
+    for name, result in targets:
         calls, shards = result["calls"], result["shards"]
         rows.append(row(name, n / result["seconds"], "samples/s", ref, "local disk ShardSink",
                         puts_per_shard=round((calls["put"] - 1) / shards, 2), puts_total=calls["put"],
@@ -105,8 +107,8 @@ def main() -> None:
     emit("object_commit", rows, args.json, samples=n, sample_kib=args.sample_kib, shards=s3["shards"],
          mib=round(n * args.sample_kib / 1024, 1))
     for r in rows[1:]:
-        print(f"{r['name']}: {r['puts_per_shard']} PUTs per shard (+1 manifest), {r['objects_per_pair']} objects per pair, "
-              f"{r['gets']} GETs, {r['lists']} LISTs")
+        print(f"{r['name']}: {r['puts_per_shard']} PUTs per shard (+1 manifest), "
+              f"{r['objects_per_pair']} objects per pair, {r['gets']} GETs, {r['lists']} LISTs")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ The protocol, per shard (e.g. `pairs-000003`) under the run's prefix:
   3. the manifest (`manifest.json`, the same `wids-shard-index-v1` JSON as on local disk) is
      written last, as one object, from the commit records only. Readers follow the manifest only.
 
+Pairs rejected without files (the local ledger's rejections) are committed in batches as commit
+records with no object (`commits/rejections-000000.json`): never in a manifest, only the resume's.
+
 `recover` (run at every start, by the one driver that holds the run's lock) lists the prefix:
 shard objects no record names are orphans of a killed attempt and are deleted (their samples
 are redone); a record whose object is missing or differs in size/md5 is an error naming the
@@ -45,6 +48,7 @@ from manifests.ledger import ledger_entry
 from manifests.writer import FIXED_MTIME, KEPT, REJECTED
 
 SHARDS, COMMITS, MANIFEST = "shards", "commits", "manifest.json"
+REJECTIONS = "rejections"  # commit records of pairs rejected without files: no shard object
 RECORD_KIND = "object-shard-commit-v1"
 
 
@@ -147,6 +151,8 @@ def recover(prefix: str | Store) -> Committed:
     objects = store.list(SHARDS)
     named = set()
     for shard, record in records.items():
+        if record["object"] is None:  # a batch of rejections: nothing to check
+            continue
         rel, info = record["object"], objects.get(record["object"])
         if info is None:
             raise DamagedCommit(f"{store.prefix}/{rel}: committed as shard {shard} but missing")
@@ -168,15 +174,31 @@ def commit_shard(store: Store, shard: str, data: bytes, samples: list[dict[str, 
     fault_point("object_put")
     record = {"__kind__": RECORD_KIND, "shard": shard, "object": rel, "filesize": len(data),
               "md5sum": hashlib.md5(data).hexdigest(), "nsamples": len(samples), "samples": samples}
-    store.put(commit_name(shard), json.dumps(record, sort_keys=True).encode(), create=True)
-    held = json.loads(store.get(commit_name(shard)))  # read back: a store that ignores create-if-absent still has one winner
-    if held["object"] != rel:
-        store.delete(rel)  # another attempt committed this index first: adopt its record
-        if sorted(s["key"] for s in held["samples"]) != sorted(s["key"] for s in samples):
-            raise ConflictingCommit(f"{store.prefix}/{commit_name(shard)}: committed by another writer "
-                                    f"({held['object']}) with other samples; two runs write to one prefix")
+    held = commit_record(store, record)
     fault_point("object_committed")
     return held
+
+
+def commit_record(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a commit record if none exists for its index, read it back: the one that holds. A
+    writer that lost deletes its own shard object; other samples than its own are a conflict."""
+    name, body = commit_name(record["shard"]), json.dumps(record, sort_keys=True).encode()
+    store.put(name, body, create=True)
+    held = json.loads(store.get(name))  # read back: a store that ignores create-if-absent still has one winner
+    if held != json.loads(body):
+        if record["object"] is not None:
+            store.delete(record["object"])  # another attempt committed this index first: adopt its record
+        if sorted(s["key"] for s in held["samples"]) != sorted(s["key"] for s in record["samples"]):
+            raise ConflictingCommit(f"{store.prefix}/{name}: committed by another writer "
+                                    f"({held['object']}) with other samples; two runs write to one prefix")
+    return held
+
+
+def commit_rejections(store: Store, index: int, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of rejections (ledger entries, no files) as one commit record without an object."""
+    shard = f"{REJECTIONS}-{index:06d}"
+    return commit_record(store, {"__kind__": RECORD_KIND, "shard": shard, "object": None, "filesize": 0,
+                                 "md5sum": None, "nsamples": len(samples), "samples": samples})
 
 
 def publish_manifest(store: Store, records: dict[str, dict[str, Any]], config: dict, stats: dict,
@@ -202,7 +224,9 @@ def publish_manifest(store: Store, records: dict[str, dict[str, Any]], config: d
 
 class ObjectShardSink:
     """manifests.writer.ShardSink on an object-store prefix: tars are built in memory and each is
-    committed by `commit_shard` when webdataset's ShardWriter closes it."""
+    committed by `commit_shard` when webdataset's ShardWriter closes it. Rejections (pairs without
+    files) are committed in batches of `maxcount` and at close, not one request each as the local
+    ledger's fsynced line: a kill loses at most a batch, whose samples are redone."""
 
     def __init__(self, out: str, maxcount: int, maxsize: int, attempt: str | None = None):
         self.out = str(out).rstrip("/")
@@ -215,6 +239,7 @@ class ObjectShardSink:
         self._writers: dict[str, wds.ShardWriter] = {}
         self._buffers: dict[str, io.BytesIO] = {}
         self._pending: dict[str, list[Record]] = defaultdict(list)
+        self._rejections: list[dict[str, Any]] = []
         self.written = 0
 
     # -- resume --------------------------------------------------------------------------------
@@ -236,6 +261,21 @@ class ObjectShardSink:
         return kept, rejected
 
     # -- writing -------------------------------------------------------------------------------
+
+    def reject(self, record: Record) -> None:
+        if record.key in self.keys or any(e["key"] == record.key for e in self._rejections):
+            return
+        self._rejections.append(ledger_entry(record.key, record.kind, record.meta))
+        if len(self._rejections) >= self.maxcount:
+            self._commit_rejections()
+        fault_point("rejection_recorded")
+
+    def _commit_rejections(self) -> None:
+        if self._rejections:
+            held = commit_rejections(self.store, self.next_shard_index(REJECTIONS), self._rejections)
+            self.records[held["shard"]] = held
+            self.keys.update({s["key"]: s for s in held["samples"]})
+            self._rejections = []
 
     def write(self, record: Record) -> None:
         """A pair with its files: kept, or (marked `filtered`) set aside in a rejected shard."""
@@ -270,6 +310,7 @@ class ObjectShardSink:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+        self._commit_rejections()
 
     def discard(self) -> None:
         """Drop the shards still being filled, unpublished (after an error): their samples get redone."""
@@ -280,6 +321,7 @@ class ObjectShardSink:
         self._writers.clear()
         self._buffers.clear()
         self._pending.clear()
+        self._rejections = []
 
     def write_manifest(self, config: dict, stats: dict, **options: Any) -> str:
         """The manifest, last, from the commit records on the store (not this process's memory); its URL."""

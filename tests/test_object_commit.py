@@ -20,21 +20,23 @@ import pytest
 
 import factory.faults as faults
 from factory.payload import PairMedia
-from factory.records import Record
+from factory.records import Record, fate_of
 from manifests.object_commit import (ConflictingCommit, DamagedCommit, ObjectShardSink, Store, commit_shard,
                                      recover, shard_object)
 from manifests.reader import iter_pairs, shard_urls
 
-N, MAXCOUNT = 7, 3  # three shards: 3 + 3 + 1 samples
+N, MAXCOUNT = 10, 3  # kept 3 + 2, filtered 3 (one rejected shard), 2 rejections (one batch)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def records(n: int = N) -> list[Record]:
-    """Deterministic pairs with a few KiB of files each; every third is filtered (a rejected shard)."""
+    """Deterministic pairs with a few KiB of files each; some filtered (a rejected shard), some
+    rejected without files (a batch of rejections)."""
     out = []
     for i in range(n):
         payload = np.random.default_rng(i).integers(0, 256, 3000, dtype=np.uint8).tobytes()
-        meta = {"i": i, **({"filtered": "sync", "filtered_by": "filter"} if i % 3 == 2 else {})}
+        meta = {"i": i, **({"filtered": "sync", "filtered_by": "filter"} if i % 3 == 2 else {}),
+                **({"rejected": "no_face", "rejected_by": "ingest"} if i % 5 == 4 else {})}
         files = {"meta.json": json.dumps(meta).encode(), "payload.bin": payload}
         out.append(Record(f"pair-{i:03d}", "pair", media=PairMedia(files=files), meta=meta))
     return out
@@ -45,7 +47,7 @@ def publish(prefix: str, n: int = N) -> ObjectShardSink:
     sink = ObjectShardSink(prefix, maxcount=MAXCOUNT, maxsize=10**9)
     try:
         for record in records(n):
-            sink.write(record)
+            sink.reject(record) if record.rejected else sink.write(record)
         sink.close()
     except faults.InjectedFault:
         sink.discard()
@@ -81,11 +83,33 @@ def objects(prefix: str, under: str) -> list[str]:
 def test_publish_reads_back_with_the_reader(mem):
     sink = publish(mem)
     manifest = f"{mem}/manifest.json"
-    kept = [r.key for r in records() if not r.filtered]
+    kept = [r.key for r in records() if not (r.filtered or r.rejected)]
     assert [s["__key__"] for s in iter_pairs(manifest, decode=False, augment=False)] == kept
     assert len(shard_urls(manifest, check=True)) == 2  # kept shards: 3 + 2 samples
-    assert sink.store.calls["put"] == 2 * 3 + 1  # object + record per shard (2 kept, 1 rejected), manifest
-    assert objects(mem, "shards") == sorted(r["object"] for r in sink.records.values())
+    # object + record per shard (2 kept, 1 rejected), one record for the rejections, the manifest
+    assert sink.store.calls["put"] == 2 * 3 + 1 + 1
+    assert objects(mem, "shards") == sorted(r["object"] for r in sink.records.values() if r["object"])
+    assert fates(mem) == reference_fates()
+
+
+def fates(prefix: str) -> list[tuple]:
+    return sorted((s["key"], s["fate"], s["reason"]) for r in recover(prefix).records.values() for s in r["samples"])
+
+
+def reference_fates() -> list[tuple]:
+    return sorted((r.key, *fate_of(r.meta)[:2]) for r in records())
+
+
+def test_rejections_are_committed_and_not_redone(mem):
+    sink = ObjectShardSink(mem, MAXCOUNT, 10**9)
+    rejected = [r for r in records() if r.rejected]
+    sink.reject(rejected[0])
+    sink.reject(rejected[0])  # once only
+    sink.close()
+    resumed = ObjectShardSink(mem, MAXCOUNT, 10**9)
+    assert resumed.done(rejected[0].key) and not resumed.done(rejected[1].key)
+    assert [e["fate"] for e in resumed.entries()] == ["rejected"]
+    assert list(resumed.records) == ["rejections-000000"] and resumed.shard_lists() == ([], [])
 
 
 def test_first_commit_wins_and_the_loser_deletes_its_object(mem):
@@ -116,7 +140,7 @@ def test_orphans_are_deleted_and_their_samples_redone(mem, no_faults):
     assert state.keys == {"pair-000", "pair-001", "pair-003"}  # the first kept shard: the resume point
     no_faults("")
     sink = publish(mem)
-    assert sink.orphans == [] and {e["key"] for e in sink.entries()} == {r.key for r in records()}
+    assert sink.orphans == [] and fates(mem) == reference_fates()
 
 
 def test_damaged_or_missing_object_is_an_error_naming_it(mem):
@@ -145,7 +169,7 @@ def test_manifest_comes_last_and_never_half(mem, no_faults):
     manifest = json.loads(Store(mem).get("manifest.json"))
     committed = recover(mem).records
     assert sorted(e["url"] for e in manifest["shardlist"] + manifest["rejected_shardlist"]) == \
-        sorted(r["object"] for r in committed.values())
+        sorted(r["object"] for r in committed.values() if r["object"])
 
 
 def test_shards_are_the_local_writers_bytes(mem, tmp_path):
@@ -153,10 +177,13 @@ def test_shards_are_the_local_writers_bytes(mem, tmp_path):
 
     local = ShardSink(tmp_path / "out", maxcount=MAXCOUNT, maxsize=10**9)
     for record in records():
-        local.write(record)
+        local.reject(record) if record.rejected else local.write(record)
     local.close()
     sink = publish(mem)
+    assert len(sink.records) == 4 and len(list((tmp_path / "out" / "shards").glob("*.tar"))) == 3
     for shard, record in sink.records.items():
+        if record["object"] is None:  # the rejections: in the local ledger, no shard
+            continue
         assert Store(mem).get(record["object"]) == (tmp_path / "out" / "shards" / f"{shard}.tar").read_bytes()
 
 
@@ -189,7 +216,8 @@ def reference_prefix(s3_endpoint):
         yield prefix
 
 
-@pytest.mark.parametrize("fault", ["pair_written@4", "object_put@2", "object_committed@2", "object_manifest@1"])
+@pytest.mark.parametrize("fault", ["pair_written@4", "object_put@2", "object_committed@2", "rejection_recorded@2",
+                                   "object_manifest@1"])
 def test_kill_at_point_then_resume_on_s3(s3_bucket, reference_prefix, fault):
     prefix = f"{s3_bucket}/run"
     killed = run_killed(prefix, fault)
@@ -199,8 +227,9 @@ def test_kill_at_point_then_resume_on_s3(s3_bucket, reference_prefix, fault):
     assert (len(sink.orphans) == 1) == (fault == "object_put@2")  # only there was an object left unnamed
     assert snapshot(prefix) == snapshot(reference_prefix)
     assert recover(prefix).orphans == []
-    assert objects(prefix, "shards") == sorted(r["object"] for r in sink.records.values())
-    kept = [r.key for r in records() if not r.filtered]
+    assert objects(prefix, "shards") == sorted(r["object"] for r in sink.records.values() if r["object"])
+    assert fates(prefix) == fates(reference_prefix) == reference_fates()
+    kept = [r.key for r in records() if not (r.filtered or r.rejected)]
     assert [s["__key__"] for s in iter_pairs(f"{prefix}/manifest.json", decode=False, augment=False)] == kept
 
 
