@@ -19,11 +19,14 @@ shard objects no record names are orphans of a killed attempt and are deleted (t
 are redone); a record whose object is missing or differs in size/md5 is an error naming the
 object, never silently dropped. What the records hold is the resume point.
 
-`ObjectShardSink` has the local `manifests.writer.ShardSink`'s shape (write, done, entries,
-next_shard_index, shard_lists, close), so the run can pick either by the kind of `out`.
-Fault points (factory.faults) mirror the local writer's: `object_put` (object written, no record),
-`object_committed` (record written, manifest not), `object_manifest` (half the manifest's bytes
-handed to the store).
+`ObjectShardSink` has the local `manifests.writer.ShardSink`'s shape (write, reject, done,
+entries, next_shard_index, shard_lists, close), so the run can pick either by the kind of `out`.
+Fault points (factory.faults) mirror the local writer's: `pair_written` and `rejection_recorded`
+(the same names), `object_put` (object written, no record), `object_committed` (record written,
+manifest not), `object_manifest` (half the manifest's bytes handed to the store).
+Requests: 2 PUTs per shard (object, record) + 1 GET (read-back); 1 PUT per batch of rejections;
+the manifest 1 PUT + 1 LIST and a GET per record; `recover` 2 LISTs (+ a GET per object whose
+ETag is not its md5, e.g. multipart uploads and memory://).
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class Store:
     def list(self, rel: str) -> dict[str, dict[str, Any]]:
         """Objects under `rel/` by their name relative to the prefix, with fsspec's info."""
         self.calls["list"] += 1
+        self.fs.invalidate_cache(self.path(rel))  # s3fs caches listings: recover must see what is there now
         found = self.fs.find(self.path(rel), detail=True) if self.fs.exists(self.path(rel)) else {}
         return {p.strip("/")[len(self.root.strip("/")) + 1:]: info for p, info in found.items()
                 if info.get("type") != "directory"}

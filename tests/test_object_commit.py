@@ -155,6 +155,17 @@ def test_damaged_or_missing_object_is_an_error_naming_it(mem):
         ObjectShardSink(mem, MAXCOUNT, 10**9)
 
 
+def test_damaged_object_on_s3_is_found_by_its_etag(s3_bucket):
+    prefix = f"{s3_bucket}/run"
+    records = publish(prefix).records
+    record = records["pairs-000000"]
+    store = Store(prefix)
+    store.put(record["object"], bytes(record["filesize"]))
+    with pytest.raises(DamagedCommit, match=record["object"]):
+        recover(store)
+    assert store.calls["get"] == len(records)  # the records only: md5s from the ETags, no shard downloaded
+
+
 def test_manifest_comes_last_and_never_half(mem, no_faults):
     no_faults("object_committed=raise@3")  # every shard but the last is committed
     with pytest.raises(faults.InjectedFault):
