@@ -22,17 +22,25 @@ def shard_entry(path: Path, nsamples: int, root: Path) -> dict[str, Any]:
 def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict,
                    rejected: list[dict[str, Any]] = (), sources: list[dict[str, Any]] = (),
                    table: str = "samples.parquet", sample_format: int = SAMPLE_FORMAT) -> None:
-    """`shardlist` is what training reads (wids reads only that); `rejected_shardlist` holds pairs
-    that failed a threshold, `source_shardlist` (after a refilter) the run's original kept shards;
-    `table` the per-sample table that goes with these shards; `sample_format` how a sample is
-    stored (manifests.sample; absent in older manifests: 1, a whole syn.mp4)."""
+    write_json_atomic(path, manifest_json(path.parent.name, shards, config, stats, rejected, sources, table,
+                                          sample_format))
+
+
+def manifest_json(name: str, shards: list[dict[str, Any]], config: dict, stats: dict,
+                  rejected: list[dict[str, Any]] = (), sources: list[dict[str, Any]] = (),
+                  table: str = "samples.parquet", sample_format: int = SAMPLE_FORMAT) -> dict[str, Any]:
+    """The manifest of run `name`. `shardlist` is what training reads (wids reads only that);
+    `rejected_shardlist` holds pairs that failed a threshold, `source_shardlist` (after a refilter)
+    the run's original kept shards; `table` the per-sample table that goes with these shards;
+    `sample_format` how a sample is stored (manifests.sample; absent in older manifests: 1, a whole
+    syn.mp4)."""
     by_url = lambda s: s["url"]  # noqa: E731
-    manifest = {"__kind__": KIND, "wids_version": 1, "name": path.parent.name, "sample_format": sample_format,
+    manifest = {"__kind__": KIND, "wids_version": 1, "name": name, "sample_format": sample_format,
                 "shardlist": sorted(shards, key=by_url), "rejected_shardlist": sorted(rejected, key=by_url),
                 "table": table, "config": config, "stats": stats}
     if sources:
         manifest["source_shardlist"] = sorted(sources, key=by_url)
-    write_json_atomic(path, manifest)
+    return manifest
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -43,4 +51,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=False))
+    atomic_write(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """How a manifest (or any JSON the factory writes) is laid out: one copy, local or object."""
+    return json.dumps(obj, indent=1, sort_keys=False)

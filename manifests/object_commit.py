@@ -34,11 +34,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tempfile
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import webdataset as wds
@@ -46,7 +44,7 @@ import webdataset as wds
 from factory import storage
 from factory.faults import fault_point
 from factory.records import Record
-from manifests.format import write_manifest as format_manifest
+from manifests.format import json_text, manifest_json
 from manifests.ledger import ledger_entry
 from manifests.writer import FIXED_MTIME, KEPT, REJECTED
 
@@ -211,11 +209,8 @@ def publish_manifest(store: Store, records: dict[str, dict[str, Any]], config: d
     disk), written as one object after every shard it names is committed; its bytes."""
     kept = [manifest_entry(r) for s, r in records.items() if s.startswith(f"{KEPT}-")]
     rejected = [manifest_entry(r) for s, r in records.items() if s.startswith(f"{REJECTED}-")]
-    with tempfile.TemporaryDirectory(prefix="factory-manifest-") as tmp:
-        local = Path(tmp) / storage.name(store.prefix) / MANIFEST  # the manifest's `name` is the run's
-        local.parent.mkdir()
-        format_manifest(local, kept, config, stats, rejected=rejected, **options)
-        data = local.read_bytes()
+    manifest = manifest_json(storage.name(store.prefix), kept, config, stats, rejected=rejected, **options)
+    data = json_text(manifest).encode()
     store.calls["put"] += 1
     # one object, streamed inside an fsspec transaction: it appears whole when the transaction
     # commits, and an error (or a kill) before that leaves no object, on S3 and on memory:// alike
