@@ -110,7 +110,8 @@ def test_phase_one_starts_from_a_stage_one_generator(finished_run, tmp_path):
     stage1 = tmp_path / "stage1"
     gen = DiTInpainterGenerator.tiny(seed=3)
     gen.save_pretrained(stage1)
-    recipe = load_recipe(CONFIG, tiny(finished_run, tmp_path / "p1", f"init_from={stage1}", "vae.tiny={}"))
+    recipe = load_recipe(CONFIG, tiny(finished_run, tmp_path / "p1", f"init_from={stage1}", "vae.tiny={}",
+                                          "audio.kind=whisper"))  # the tiny generator's: a tiny Whisper
     model = recipe.build_model(torch.device("cpu"))
     assert model.config.num_reference_frames == 3  # 9 frames -> 3 latent frames, the synthetic video's
     theirs = gen.dit.state_dict()

@@ -134,7 +134,7 @@ class DiTInpainterGenerator(Generator):
     def from_pretrained(cls, path: str | Path, key: str = "generate.weights", settings=None) -> "DiTInpainterGenerator":
         from factory.config import ConfigError, build
         from factory.generators.base import read_generator_config
-        from factory.models.audio_features import AudioFeatureConfig
+        from factory.models.audio_features import audio_config_from_entry
         from factory.models.dit_inpainter import DiTInpainter
         from factory.models.vae import VAEConfig
 
@@ -156,8 +156,7 @@ class DiTInpainterGenerator(Generator):
         v = config["vae"]
         vae = VAEConfig(kind=v["kind"], path=inside(v["path"]), subfolder=v.get("subfolder"),
                         dtype=v.get("dtype", "float32"))
-        a = config["audio"]
-        audio = AudioFeatureConfig(kind=a.get("kind", "whisper"), path=inside(a["path"]), window=a["window"])
+        audio = audio_config_from_entry(config["audio"], path)
         return cls(settings, dit=dit, vae=vae, audio=audio)
 
     # -- rendering -----------------------------------------------------------------------------

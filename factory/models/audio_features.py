@@ -217,3 +217,12 @@ def save_audio_entry(audio: "AudioFeatures | AudioFeatureConfig", folder: Path, 
         entry = {"path": subdir}
     entry["window"] = config.window
     return entry
+
+
+def audio_config_from_entry(entry: dict[str, Any], folder: str | Path) -> AudioFeatureConfig:
+    """The AudioFeatureConfig a model folder's `audio` entry (save_audio_entry) stands for; a
+    relative path is inside `folder`."""
+    path = entry["path"]
+    if not Path(path).is_absolute():
+        path = str(Path(folder) / path)
+    return AudioFeatureConfig(kind=entry.get("kind", "whisper"), path=path, window=entry["window"])

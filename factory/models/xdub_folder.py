@@ -61,7 +61,7 @@ def read_editor_config(path: str | Path, key: str) -> dict[str, Any]:
 
 def load_editor_folder(path: str | Path, key: str = "checkpoint", experts: bool = True):
     """(XDubEditor with its experts, the folder's config dict, VAEConfig, AudioFeatureConfig)."""
-    from factory.models.audio_features import AudioFeatureConfig
+    from factory.models.audio_features import audio_config_from_entry
     from factory.models.lora_experts import activate_expert
     from factory.models.vae import VAEConfig
     from factory.models.xdub_stage2 import XDubEditor
@@ -79,5 +79,5 @@ def load_editor_folder(path: str | Path, key: str = "checkpoint", experts: bool 
 
     v = config["vae"]
     vae = VAEConfig(kind=v["kind"], path=inside(v["path"]), subfolder=v.get("subfolder"), dtype=v.get("dtype", "float32"))
-    audio = AudioFeatureConfig(path=inside(config["audio"]["path"]), window=config["audio"]["window"])
+    audio = audio_config_from_entry(config["audio"], path)  # log-mel or a Whisper folder
     return model, config, vae, audio
