@@ -182,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _refuse_url_arguments(args: argparse.Namespace) -> None:
-    """Paths given as arguments (not overrides) that still must be local: every command but the
-    trainers reads and writes local files only (training's URLs are config keys: loop.out, manifests)."""
+    """Paths given as arguments (not overrides) that still must be local: a config file, and the
+    outputs of refilter, eval and dub (run, ingest, pairs, verify, report and the trainers take URLs)."""
     from factory.storage import refuse_urls
 
-    names = ("config", "out", "output", "target", "video", "audio", "checkpoint")
+    names = ("config", "target", "video", "audio", "checkpoint")
+    if args.command not in ("verify", "report"):
+        names += ("out", "output")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None)}
     if args.command == "eval":  # its overrides name manifests, videos and the report: all read locally
         overrides = [*args.overrides, given.pop("target")] if "=" in given.get("target", "") else args.overrides
@@ -314,14 +316,13 @@ def dub_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(out: str) -> int:
-    from pathlib import Path
-
+    from factory import storage
     from manifests.verify import verify
 
-    traces = ("manifest.json", "shards", "state", "samples.parquet")  # what a run leaves, even a damaged one
-    if not any((Path(out) / name).exists() for name in traces):  # nothing to check is no input, not damage
-        what = "no such folder" if not Path(out).exists() else "no manifest.json in it"
-        print(f"factory verify: {out} is not a run's output ({what})", file=sys.stderr)
+    traces = ("manifest.json", "shards", "state", "commits", "samples.parquet")  # what a run leaves, even a damaged one
+    if not any(storage.exists(storage.join(out, name)) for name in traces):  # nothing to check is no input, not damage
+        what = "no such folder" if not storage.exists(out) else "no manifest.json in it"
+        print(f"factory verify: {storage.redact(out)} is not a run's output ({what})", file=sys.stderr)
         return EXIT_NO_INPUT
     problems, counts = verify(out)
     for problem in problems:

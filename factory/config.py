@@ -23,7 +23,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
 
-from factory.files import atomic_write
 
 class ConfigError(ValueError):
     """A bad config: unknown key, wrong type, missing file. The CLI exits non-zero on it."""
@@ -127,9 +126,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
-def save_config(cfg: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def save_config(cfg: Any, path: str | Path) -> None:
+    """The settings as YAML at a local path (atomically) or a URL (one object)."""
+    from factory import storage  # it imports this module's ConfigError
+
+    storage.put_bytes(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def strip_keys(d: Any, drop: set[str]) -> Any:

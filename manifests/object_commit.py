@@ -66,6 +66,7 @@ class Committed:
     """What `recover` found: the resume point."""
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # shard name -> commit record
     orphans: list[str] = field(default_factory=list)  # shard objects deleted (no record named them)
+    repaired: list[str] = field(default_factory=list)  # damaged committed shards dropped (`repair`): redone
 
     @property
     def keys(self) -> set[str]:
@@ -145,27 +146,43 @@ def read_records(store: Store) -> dict[str, dict[str, Any]]:
     return records
 
 
-def recover(prefix: str | Store) -> Committed:
+def recover(prefix: str | Store, repair: bool = False) -> Committed:
     """The committed shards under `prefix`, every one checked (size, md5), and orphan shard objects
-    deleted. Only the run's one driver may call it: a live writer's uncommitted object is an orphan."""
+    deleted. A record whose object is missing or differs raises DamagedCommit naming it; with
+    `repair` (a run resuming) it is deleted with its object instead and named in `repaired`, so
+    the run makes its samples again, as the local writer does. Only the run's one driver may
+    call it: a live writer's uncommitted object is an orphan."""
     store = prefix if isinstance(prefix, Store) else Store(prefix)
     records = read_records(store)
     objects = store.list(SHARDS)
-    named = set()
-    for shard, record in records.items():
+    named, repaired = set(), []
+    for shard, record in list(records.items()):
         if record["object"] is None:  # a batch of rejections: nothing to check
             continue
-        rel, info = record["object"], objects.get(record["object"])
-        if info is None:
-            raise DamagedCommit(f"{store.prefix}/{rel}: committed as shard {shard} but missing")
-        if int(info["size"]) != record["filesize"] or not store.md5_matches(rel, info, record["md5sum"]):
-            raise DamagedCommit(f"{store.prefix}/{rel}: committed as shard {shard} but its size/md5 differ "
-                                f"from the record ({record['filesize']} bytes, md5 {record['md5sum']})")
-        named.add(rel)
+        problem = damage(store, shard, record, objects.get(record["object"]))
+        if problem and not repair:
+            raise DamagedCommit(problem)
+        if problem:
+            store.delete(commit_name(shard))  # the record first: a kill between leaves an orphan, not a lie
+            del records[shard]
+            repaired.append(record["object"])
+            continue
+        named.add(record["object"])
     orphans = sorted(set(objects) - named)
     for rel in orphans:
-        store.delete(rel)  # a killed attempt's object: its samples are not done, they get redone
-    return Committed(records, orphans)
+        store.delete(rel)  # a killed attempt's object (or a damaged one): its samples get redone
+    return Committed(records, orphans, repaired)
+
+
+def damage(store: Store, shard: str, record: dict[str, Any], info: dict[str, Any] | None) -> str | None:
+    """What is wrong with a committed shard's object (None: it is the bytes its record names)."""
+    rel = record["object"]
+    if info is None:
+        return f"{store.prefix}/{rel}: committed as shard {shard} but missing"
+    if int(info["size"]) != record["filesize"] or not store.md5_matches(rel, info, record["md5sum"]):
+        return (f"{store.prefix}/{rel}: committed as shard {shard} but its size/md5 differ "
+                f"from the record ({record['filesize']} bytes, md5 {record['md5sum']})")
+    return None
 
 
 def commit_shard(store: Store, shard: str, data: bytes, samples: list[dict[str, Any]],
@@ -230,8 +247,9 @@ class ObjectShardSink:
     def __init__(self, out: str, maxcount: int, maxsize: int, attempt: str | None = None):
         self.out = str(out).rstrip("/")
         self.store = Store(self.out)
-        state = recover(self.store)
+        state = recover(self.store, repair=True)
         self.records, self.orphans = state.records, state.orphans
+        self.repaired = state.repaired  # damaged committed shards, dropped: their samples get redone
         self.keys = {s["key"]: s for r in self.records.values() for s in r["samples"]}
         self.attempt = attempt or uuid.uuid4().hex[:12]  # unique per attempt: no two writers share a name
         self.maxcount, self.maxsize = maxcount, maxsize
@@ -248,6 +266,10 @@ class ObjectShardSink:
 
     def done(self, key: str) -> bool:
         return key in self.keys
+
+    def entry(self, key: str) -> dict[str, Any] | None:
+        """The sample's recorded fate (a ledger entry), None when it has none yet."""
+        return self.keys.get(key) or next((e for e in self._rejections if e["key"] == key), None)
 
     def next_shard_index(self, prefix: str = KEPT) -> int:
         existing = [int(s.split("-")[1]) for s in self.records if s.startswith(f"{prefix}-")]

@@ -27,7 +27,7 @@ from factory.faults import fault_point
 from factory.files import atomic_write, file_digest, fsync_dir, fsync_file
 from factory.records import Record
 from factory.stage import Resources
-from manifests.format import shard_entry
+from manifests.format import shard_entry, write_manifest
 from manifests.ledger import Ledger, ledger_entry, read_log
 
 @dataclass
@@ -127,6 +127,10 @@ class ShardSink:
     def done(self, key: str) -> bool:
         return key in self.ledger
 
+    def entry(self, key: str) -> dict[str, Any] | None:
+        """The sample's recorded fate (its ledger entry), None when it has none yet."""
+        return self.ledger.entries.get(key)
+
     def next_shard_index(self, prefix: str = KEPT) -> int:
         existing = [int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob(f"{prefix}-*.tar")]
         return max(existing, default=-1) + 1
@@ -190,14 +194,8 @@ class ShardSink:
         self._writers.clear()
         self.ledger.close()
 
-
-def preview_path(out: Path, key: str) -> Path:
-    return Path(out) / "previews" / f"{key}.jpg"
-
-
-def write_preview(out: Path, key: str, data: bytes) -> None:
-    path = preview_path(out, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-
-
+    def write_manifest(self, config: dict, stats: dict, **options: Any) -> str:
+        """manifest.json from the committed shards, written atomically; its path."""
+        kept, rejected = self.shard_lists()
+        write_manifest(self.out / "manifest.json", kept, config, stats, rejected, **options)
+        return str(self.out / "manifest.json")

@@ -6,6 +6,7 @@ ledger, so a rerun, or any later pair-making round, reuses the clips without dec
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from factory import storage
 from factory.clip_store import ClipStore
 from factory.config import ConfigError
 from factory.inputs import discover_videos
@@ -26,17 +28,30 @@ class NoInputError(RuntimeError):
     """Nothing readable to work on: the one input problem that fails the whole run."""
 
 
-def find_videos(cfg: FactoryConfig, out: Path) -> tuple[list[Record], int]:
+def find_videos(cfg: FactoryConfig, out: str) -> tuple[list[Record], int]:
     """Video records (unreadable paths already rejected) and the count of files skipped."""
-    demo = []
-    if cfg.input.demo:
-        from factory.demo import make_demo_videos
-
-        demo = make_demo_videos(out / "demo_input", seed=cfg.seed)
+    demo = demo_videos(cfg, out) if cfg.input.demo else []
     videos, skipped = discover_videos(cfg.input, demo)
     if not any(not v.rejected for v in videos):
         raise NoInputError(f"no input to read: {why_no_input(cfg)}")
     return videos, skipped
+
+
+def demo_videos(cfg: FactoryConfig, out: str) -> list[str]:
+    """The embedded demo's videos in OUT/demo_input. On object storage they are made locally and
+    uploaded (one object each, skipped when there), so every worker reads them from the URL."""
+    from factory.demo import make_demo_videos
+
+    if not storage.is_url(out):
+        return [str(p) for p in make_demo_videos(storage.local(out) / "demo_input", seed=cfg.seed)]
+    with tempfile.TemporaryDirectory(prefix="factory-demo-") as tmp:
+        urls = []
+        for path in make_demo_videos(Path(tmp), seed=cfg.seed):
+            url = storage.join(out, "demo_input", path.name)
+            if not storage.exists(url):
+                storage.upload(path, url)
+            urls.append(url)
+    return urls
 
 
 def why_no_input(cfg: FactoryConfig) -> str:
@@ -45,6 +60,9 @@ def why_no_input(cfg: FactoryConfig) -> str:
         return "input.paths is empty (set input.paths=[FILE_OR_FOLDER, ...], or input.demo=true)"
     told = []
     for raw in cfg.input.paths:
+        if storage.is_url(raw):
+            told.append(f"{storage.redact(raw)} " + ("holds no videos" if storage.exists(raw) else "does not exist"))
+            continue
         path = Path(raw).expanduser()
         if not path.exists():
             told.append(f"{raw} does not exist")
@@ -98,7 +116,7 @@ def _ingest_command(cfg: FactoryConfig, executor, progress: bool) -> dict[str, A
     if cfg.ingest.syncnet_path is not None and not Path(cfg.ingest.syncnet_path).exists():
         raise ConfigError(f"model weights missing (nothing is downloaded): ingest.syncnet_path = "
                           f"{cfg.ingest.syncnet_path!r} is not an existing local file or folder")
-    videos, skipped = find_videos(cfg, Path(cfg.out))
+    videos, skipped = find_videos(cfg, cfg.out)
     store = clip_store_for(cfg)
     records = ingest(cfg, executor, store, videos, progress)
     latest = {r.key: r for r in videos + records}  # a video rejected in ingest is in both (local executor: one object)

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from augment.stage import AugmentStage
+from factory import storage
 from factory.clip_store import ClipStore
 from factory.config import ConfigError, differences, digest, save_config
 from factory.duplicates import held_out, reject_duplicates
 from factory.faults import fault_point
-from factory.files import atomic_write
 from factory.out_lock import holds_output
 from factory.identity_clusters import assign_speakers
 from factory.pairing import make_pairs
@@ -36,15 +35,16 @@ from factory.stages.track import TrackStage
 from factory.summary import summarise
 from manifests.verify import verify
 from filters.registry import enabled_filters
-from manifests.format import write_json_atomic, write_manifest
+from manifests.format import write_json_atomic
+from manifests.sinks import open_sink
 from manifests.table import write_table
-from manifests.writer import ShardSink, write_preview
+from manifests.writer import ShardSink
 from pipelines.ingest import NoInputError, clip_store_for, clip_store_id, find_videos, ingest  # noqa: F401  (NoInputError: CLI)
 from pipelines.model_paths import check_model_paths
 from pipelines.settings import FactoryConfig, pairs_identity
 
-IDENTITY = Path("state") / "identity.json"
-TIMELINE = Path("state") / "timeline.json"  # this run's records per stage over time
+IDENTITY = "state/identity.json"
+TIMELINE = "state/timeline.json"  # this run's records per stage over time
 
 
 def pair_stages(cfg: FactoryConfig, config_hash: str = "") -> list[Stage]:
@@ -59,20 +59,19 @@ def pair_stages(cfg: FactoryConfig, config_hash: str = "") -> list[Stage]:
     return stages
 
 
-def claim_output(out: Path, identity: dict[str, Any]) -> str:
-    """Make `out` this configuration's folder, or refuse if it holds another one's samples.
-    Returns the configuration's hash (recorded in every sample's meta.json)."""
-    path = out / IDENTITY
-    if path.exists():
-        changed = differences(json.loads(path.read_text()), identity)
+def claim_output(out: str, identity: dict[str, Any]) -> str:
+    """Make `out` (a folder or a URL prefix) this configuration's, or refuse if it holds another
+    one's samples. Returns the configuration's hash (recorded in every sample's meta.json)."""
+    path = storage.join(out, IDENTITY)
+    if storage.exists(path):
+        changed = differences(json.loads(storage.read_text(path)), identity)
         if changed:
             raise ConfigError(
                 f"{out} holds a run made with other settings; rerunning there would mix the two in one output. "
                 f"Differences: {'; '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}. "
                 "Use a new out=..., or delete the folder.")
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(identity, sort_keys=True, indent=1))
+        storage.put_bytes(path, json.dumps(identity, sort_keys=True, indent=1))
     return digest(identity)
 
 
@@ -81,14 +80,14 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     """`factory run`: ingest the input into its clip store, then make pairs from those clips."""
     start = time.monotonic()
     check_model_paths(cfg)  # bad stage settings (missing weights, unknown backend) fail before any work
-    out = Path(cfg.out)
+    out = cfg.out
     # claimed before the store is made: a run refused for other settings leaves out as it was
     config_hash = claim_output(out, {**pairs_identity(cfg), "clip_stores": [clip_store_id(cfg)]})
     store = clip_store_for(cfg)
     stages = pair_stages(cfg, config_hash)  # contracts checked before any work
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, storage.join(out, "config.yaml"))
     videos, skipped = find_videos(cfg, out)
-    sink = ShardSink(out, cfg.write.shard_maxcount, cfg.write.shard_maxsize)
+    sink = open_sink(out, cfg.write)
     try:
         for video in videos:
             if video.rejected:
@@ -108,13 +107,13 @@ def run_pairs(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, 
         raise ConfigError("factory pairs needs clip_stores=[PATH, ...] (folders written by `factory ingest`)")
     check_model_paths(cfg)
     stores = [ClipStore.open(p) for p in cfg.clip_stores]
-    out = Path(cfg.out)
+    out = cfg.out
     identity = {**pairs_identity(cfg), "clip_stores": sorted(s.id for s in stores)}
     for name in ("ingest", "input"):  # the stores' own settings stand for these
         identity.pop(name, None)
     config_hash = claim_output(out, identity)
     stages = pair_stages(cfg, config_hash)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, storage.join(out, "config.yaml"))
     records = [r for store in stores for r in store.records()]
     keys = [r.key for r in records]
     if len(set(keys)) != len(keys):
@@ -122,7 +121,7 @@ def run_pairs(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, 
                           "pass one store per video")
     if not records:
         raise NoInputError(f"the clip stores hold no videos: {cfg.clip_stores}")
-    sink = ShardSink(out, cfg.write.shard_maxcount, cfg.write.shard_maxsize)
+    sink = open_sink(out, cfg.write)
     try:
         written = make_shards(cfg, executor, records, sink, stages, progress)
     finally:
@@ -153,8 +152,7 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
             sink.reject(pair)
         else:
             todo.append(pair)
-    out = Path(cfg.out)
-    previews = len(list((out / "previews").glob("*.jpg"))) if (out / "previews").exists() else 0
+    previews = len(storage.glob(storage.join(cfg.out, "previews", "*.jpg")))
     written_before = sink.written
     for record in tqdm(executor.map(stages, todo), total=len(todo), desc="pairs",
                        unit="pair", disable=not progress):
@@ -162,7 +160,7 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
             sink.reject(record)
             continue
         if previews < cfg.write.previews and not record.filtered:
-            write_preview(out, record.key, record.media.preview)
+            storage.put_bytes(storage.join(cfg.out, "previews", f"{record.key}.jpg"), record.media.preview)
             previews += 1
         sink.write(record)
     return sink.written - written_before
@@ -183,7 +181,7 @@ def drain(executor, stages: list[Stage], records: list[Record], sink: ShardSink,
 
 def _not_yet_rejected(clips: list[Record], sink: ShardSink) -> list[Record]:
     """A clip rejected in an earlier attempt stays out: neither a real side nor an alternative."""
-    return [c for c in clips if sink.ledger.entries.get(c.key, {}).get("kind") != "clip"]
+    return [c for c in clips if (sink.entry(c.key) or {}).get("kind") != "clip"]
 
 
 def occlusion_stage(cfg: FactoryConfig):
@@ -194,20 +192,19 @@ def occlusion_stage(cfg: FactoryConfig):
                           cfg.filters.vlm_quality.max_pixels)
 
 
-def finish(cfg: FactoryConfig, executor, sink: ShardSink, out: Path, videos_in: int, skipped: int,
+def finish(cfg: FactoryConfig, executor, sink: ShardSink, out: str, videos_in: int, skipped: int,
            written: int, start: float) -> dict[str, Any]:
     entries = sink.entries()
     summary = summarise(entries, videos_in, time.monotonic() - start, written, cfg.ingest.clip_frames,
                         skipped, executor.failures, executor.stage_stats())
     fault_point("manifest")
-    kept_shards, rejected_shards = sink.shard_lists()
-    write_manifest(out / "manifest.json", kept_shards, cfg.to_dict(), summary, rejected_shards)
-    write_table(out / "samples.parquet", entries)
+    write_table(storage.join(out, "samples.parquet"), entries)
+    sink.write_manifest(cfg.to_dict(), summary)  # last: readers follow the manifest only
     if sink.repaired:
         summary["shards_repaired"] = sink.repaired
     # what is on disk must be what the summary says: checked, not assumed (exit 1 otherwise)
     summary["verify_problems"] = verify(out)[0]
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(storage.join(out, "summary.json"), summary)
     if hasattr(executor, "timeline"):  # throughput over time, for `factory report`
-        write_json_atomic(out / TIMELINE, executor.timeline())
+        write_json_atomic(storage.join(out, TIMELINE), executor.timeline())
     return summary

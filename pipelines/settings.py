@@ -17,6 +17,7 @@ from factory.executors import ExecutorConfig
 from factory.generators import generator_class
 from factory.inputs import InputConfig
 from factory.pairing import PairConfig
+from factory import storage
 from factory.storage import refuse_urls
 from factory.stages.generate import GenerateConfig
 from factory.stages.ingest import IngestConfig
@@ -56,8 +57,9 @@ class FactoryConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
-    def clip_store_root(self) -> Path:
-        return Path(self.clip_store) if self.clip_store else Path(self.out) / "clips"
+    def clip_store_root(self) -> str:
+        """A folder or a URL prefix: clip_store, or OUT/clips."""
+        return self.clip_store or storage.join(self.out, "clips")
 
 
 # Keys that never change what a sample holds: where things go, how they run, how many previews.
@@ -92,9 +94,7 @@ def load_factory_config(path: str | Path | None, overrides: Iterable[str] = ()) 
     generate = data.get("generate") or {}
     settings = generate.pop("settings", None) if isinstance(generate, dict) else None
     cfg = build(FactoryConfig, data)
-    refuse_urls({"out": cfg.out, "clip_store": cfg.clip_store, "clip_stores": cfg.clip_stores,
-                 "input.paths": cfg.input.paths, "input.speaker_map": cfg.input.speaker_map,
-                 "generate.weights": cfg.generate.weights}, "a run's output, inputs and clip stores")
+    refuse_urls({"generate.weights": cfg.generate.weights}, "a generator's weights")  # models load locally
     cls = generator_class(cfg.generate.generator)
     if settings is not None and not isinstance(settings, dict):
         raise ConfigError("config key 'generate.settings' must be a mapping")

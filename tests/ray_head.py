@@ -51,6 +51,7 @@ class Head:
     dashboard: str  # http://127.0.0.1:PORT: the job API
     env: dict[str, str]
     log: Path  # `ray start`'s own output
+    address: str = ""  # 127.0.0.1:PORT: the GCS, for `ray start --address` and executor.address
 
     def submit(self, entrypoint: list[str], working_dir: Path, cwd: Path, timeout: float = 600,
                ) -> subprocess.CompletedProcess:
@@ -70,13 +71,14 @@ def dashboard_up(url: str) -> bool:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 2, start_timeout: float = 180) -> Iterator[Head]:
-    env = ray_env()
-    dash = free_port()
+def ray_head(num_cpus: int = 2, start_timeout: float = 180, env: dict[str, str] | None = None) -> Iterator[Head]:
+    """A head node; `env` is added to its environment (its workers inherit it: e.g. the AWS variables)."""
+    env = {**ray_env(), **(env or {})}
+    dash, gcs = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     log = Path(temp_dir) / "ray-start.log"
     with open(log, "w") as out:
-        head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={free_port()}", f"--num-cpus={num_cpus}",
+        head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={gcs}", f"--num-cpus={num_cpus}",
                                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
                                  f"--ray-client-server-port={free_port()}",  # not the fixed 10001
                                  f"--temp-dir={temp_dir}", "--disable-usage-stats"],
@@ -88,9 +90,67 @@ def ray_head(num_cpus: int = 2, start_timeout: float = 180) -> Iterator[Head]:
             assert head.poll() is None, f"ray start exited {head.returncode}: {log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no dashboard at {url} after {start_timeout} s: {log.read_text()[-3000:]}"
             time.sleep(1)
-        yield Head(url, env, log)
+        yield Head(url, env, log, f"127.0.0.1:{gcs}")
     finally:
         stop(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass
+class Node:
+    """A second node of the cluster on this machine, killable on its own."""
+    process: subprocess.Popen
+    log: Path
+    node_id: str = ""
+
+    def kill(self) -> None:
+        """The node dies as a machine would: SIGKILL to its raylet, its workers and its `ray start`."""
+        import psutil
+
+        try:
+            victims = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            victims = []
+        for process in victims:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.wait()
+
+
+def alive_nodes(head: Head) -> list[dict]:
+    """The cluster's live nodes as the dashboard's state API lists them."""
+    import json
+
+    with urllib.request.urlopen(f"{head.dashboard}/api/v0/nodes?limit=100", timeout=5) as reply:
+        nodes = json.load(reply)["data"]["result"]["result"]
+    return [n for n in nodes if n.get("state") == "ALIVE"]
+
+
+@contextmanager
+def ray_node(head: Head, num_cpus: int = 1, start_timeout: float = 180) -> Iterator[Node]:
+    """`ray start --address HEAD` with a temp dir of its own, as a second machine would have."""
+    temp_dir = tempfile.mkdtemp(prefix="rayw", dir="/tmp")
+    log = Path(temp_dir) / "ray-start.log"
+    deadline = time.monotonic() + start_timeout
+    while not (before := {n["node_id"] for n in alive_nodes(head)}):  # the head itself is listed first
+        assert time.monotonic() < deadline, "the head node never came up in the dashboard's node list"
+        time.sleep(1)
+    with open(log, "w") as out:
+        process = subprocess.Popen([RAY, "start", "--block", f"--address={head.address}", f"--num-cpus={num_cpus}",
+                                    f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                                   env=head.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    node = Node(process, log)
+    try:
+        while not (new := {n["node_id"] for n in alive_nodes(head)} - before):
+            assert process.poll() is None, f"ray start exited {process.returncode}: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no second node after {start_timeout} s: {log.read_text()[-3000:]}"
+            time.sleep(1)
+        node.node_id = new.pop()
+        yield node
+    finally:
+        stop(process)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

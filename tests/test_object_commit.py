@@ -143,7 +143,7 @@ def test_orphans_are_deleted_and_their_samples_redone(mem, no_faults):
     assert sink.orphans == [] and fates(mem) == reference_fates()
 
 
-def test_damaged_or_missing_object_is_an_error_naming_it(mem):
+def test_damaged_or_missing_object_is_an_error_naming_it_and_a_resume_redoes_it(mem):
     sink = publish(mem)
     record = sink.records["pairs-000000"]
     store = Store(mem)
@@ -152,7 +152,11 @@ def test_damaged_or_missing_object_is_an_error_naming_it(mem):
         recover(mem)
     store.delete(record["object"])
     with pytest.raises(DamagedCommit, match=f"{record['object']}: committed as shard pairs-000000 but missing"):
-        ObjectShardSink(mem, MAXCOUNT, 10**9)
+        recover(mem)
+    # a run resuming drops the damaged commit, names it, and makes its samples again
+    resumed = publish(mem)
+    assert resumed.repaired == [record["object"]]
+    assert fates(mem) == reference_fates() and recover(mem).orphans == []
 
 
 def test_damaged_object_on_s3_is_found_by_its_etag(s3_bucket):
