@@ -70,3 +70,14 @@ def test_every_node_starts_ray_with_token_auth_and_the_same_token():
     starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in cfg[key] if "ray start" in c]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
     assert cfg["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+
+
+def test_nodes_reach_object_storage_through_instance_roles_not_synced_secrets():
+    cfg = load()
+    assert any("-e ~/pseudo-pair-factory[s3]" in c for c in cfg["setup_commands"])  # s3fs on every node
+    assert "IamInstanceProfile" in cfg["available_node_types"]["gpu_worker"]["node_config"]
+    synced = " ".join([*cfg["file_mounts"], *cfg["file_mounts"].values()])
+    assert ".aws" not in synced and "credentials" not in synced  # no key files copied to the nodes
+    commands = " ".join(c for key in ("setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+                        for c in cfg[key])
+    assert "AWS_SECRET_ACCESS_KEY" not in commands and "AWS_ACCESS_KEY_ID" not in commands
