@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from typing import IO, Any, Iterator
 from urllib.parse import urlsplit
 
 import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
 
 from factory.config import ConfigError
 from factory.files import atomic_write, file_digest
@@ -105,6 +107,11 @@ def open_file(path: str | os.PathLike, mode: str = "rb") -> IO:
     if not is_url(path):
         return open(local(path), mode)
     fs, inner = url_to_fs(str(path))
+    if "r" in mode and isinstance(fs, MemoryFileSystem):
+        # memory:// hands every reader the one stored BytesIO (one shared position): concurrent
+        # readers of an object (ingest decodes, reads the audio and hashes at once) need their own
+        data = fs.cat_file(inner)
+        return io.BytesIO(data) if "b" in mode else io.StringIO(data.decode("utf-8"))
     return fs.open(inner, mode)
 
 
