@@ -66,7 +66,8 @@ class ClipStore:
     def open(cls, path: str | Path) -> "ClipStore":
         store = cls(storage.as_path(path))
         if not storage.isfile(storage.child(store.path, CONFIG)):
-            raise ConfigError(f"{storage.redact(path)} is not a clip store (no {CONFIG}); make one with `factory ingest`")
+            raise ConfigError(f"{storage.redact(path)} is not a clip store (no {CONFIG}); "
+                              "make one with `factory ingest`")
         return store
 
     @property

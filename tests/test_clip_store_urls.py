@@ -1,8 +1,9 @@
 """The clip store, its clips and occlusion masks, and the input videos on fsspec URLs: a real
 video put on `memory://` is found, decoded and ingested by IngestStage (local executor) into a
 `memory://` clip store, with clips identical to a local ingest of the same bytes; a rerun reuses
-the store; the generate stage reads clips and masks from URLs; and a store round trip plus an
-ingest on the local S3 server (moto), through s3fs as on a real bucket."""
+the store; the occlusion and generate stages read clips and masks from URLs and store masks
+beside a URL clip; and a store round trip plus an ingest on the local S3 server (moto), through
+s3fs as on a real bucket."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from factory.records import Record
 from factory.stages.generate import GenerateConfig, GenerateStage, sibling_occlusion
 from factory.stages.ingest import IngestConfig, IngestStage
 from factory.stages.occlusion import OcclusionConfig, OcclusionStage
+from tests.tiny_qwen import ForceText, tiny_qwen_path  # noqa: F401  (fixture)
 
 IDENTITY = {"ingest": {"clip_frames": 25}}
 ARRAYS = ("frames", "landmarks", "transforms", "audio")
@@ -102,7 +104,7 @@ def test_probe_frames_audio_and_digest_of_a_url_equal_the_local_file(video):
 # -- ingest into a memory:// store ------------------------------------------------------------------
 
 def test_a_url_ingest_makes_the_same_clips_as_a_local_one(local_ingest, url_ingest):
-    (local_store, local_records), (store, records, source) = local_ingest, url_ingest
+    (_, local_records), (store, records, source) = local_ingest, url_ingest
     assert len(kept(records)) >= 2
     assert [clip_suffix(r) for r in records] == [clip_suffix(r) for r in local_records]
     assert [r.rejected for r in records] == [r.rejected for r in local_records]
@@ -222,6 +224,26 @@ def test_occlusion_masks_live_beside_a_url_clip():
     out = stage.mask_one(record)
     assert out.meta["occlusion_masks"] == masks_path and out.meta["occluders"] == [{"label": "hand"}]
     storage.remove(root)
+
+
+def test_the_occlusion_stage_masks_a_url_clip_and_stores_the_masks_beside_it(url_ingest, tiny_qwen_path):  # noqa: F811
+    store, records, _ = url_ingest
+    clip = load_clip(kept(records)[0].meta["clip_path"])
+    path = store.clip_path("occluded_c0000")
+    save_clip(path, Clip(clip.frames[:4], clip.landmarks[:4], clip.transforms[:4], clip.audio[:4 * 640]))
+    cfg = OcclusionConfig(enabled=True, image_size=64, max_crop_share=1.0, max_face_share=1.0)
+    stage = OcclusionStage(cfg, tiny_qwen_path, "occlusion.vlm_path", max_pixels=112 * 112, allow_random_weights=True)
+    stage.ensure_set_up()
+    hand = '[{"bbox_2d": [37, 61, 74, 86], "label": "hand"}]'  # in the 112x112 frame the model sees
+    stage.logits_processor = ForceText(stage.vlm.processor.tokenizer, hand)
+    (record,) = stage([Record("occluded_c0000", "clip", meta={"clip_path": path})])
+    assert not record.rejected and [o["label"] for o in record.meta["occluders"]] == ["hand"]
+    assert record.meta["occlusion_masks"] == occlusion_path(path, stage.tag) == f"{path[:-4]}.occlusion-{stage.tag}.npz"
+    assert load_occlusion(record.meta["occlusion_masks"]).shape == (4, 256, 256)
+    asked = stage.logits_processor.calls
+    (again,) = stage([Record("occluded_c0000", "clip", meta={"clip_path": path})])
+    assert stage.logits_processor.calls == asked and again.meta["occluders"] == record.meta["occluders"]
+    storage.remove(path), storage.remove(record.meta["occlusion_masks"])
 
 
 def test_generate_reads_clips_and_masks_from_urls_as_from_files(local_ingest, url_ingest):
