@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from typing import IO, Any, Iterator
 from urllib.parse import urlsplit
 
 import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
 
 from factory.config import ConfigError
 from factory.files import atomic_write, file_digest
@@ -87,6 +89,17 @@ def name(path: str | os.PathLike) -> str:
     return str(path).rstrip("/").rpartition("/")[2] if is_url(path) else local(path).name
 
 
+def as_path(path: str | os.PathLike) -> Path | str:
+    """A local path as a Path, a URL as its string: for code that goes on using pathlib locally
+    (`Path("s3://b/x")` would collapse the `//`)."""
+    return str(path) if is_url(path) else local(path)
+
+
+def child(base: str | os.PathLike, *parts: str) -> Path | str:
+    """`join`, but a local base gives a Path (the same Path as `base / part` before URLs)."""
+    return join(base, *parts) if is_url(base) else Path(local(base), *parts)
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 def open_file(path: str | os.PathLike, mode: str = "rb") -> IO:
@@ -94,6 +107,11 @@ def open_file(path: str | os.PathLike, mode: str = "rb") -> IO:
     if not is_url(path):
         return open(local(path), mode)
     fs, inner = url_to_fs(str(path))
+    if "r" in mode and isinstance(fs, MemoryFileSystem):
+        # memory:// hands every reader the one stored BytesIO (one shared position): concurrent
+        # readers of an object (ingest decodes, reads the audio and hashes at once) need their own
+        data = fs.cat_file(inner)
+        return io.BytesIO(data) if "b" in mode else io.StringIO(data.decode("utf-8"))
     return fs.open(inner, mode)
 
 
@@ -150,9 +168,14 @@ def version(path: str | os.PathLike) -> tuple:
 
 def md5(path: str | os.PathLike) -> str:
     """Hex md5 of the bytes, streamed (an object store's ETag is not an md5 for multipart uploads)."""
+    return digest(path, "md5")
+
+
+def digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of the bytes (any hashlib algorithm), streamed: files.file_digest for a URL."""
     if not is_url(path):
-        return file_digest(local(path), "md5")
-    h = hashlib.md5()
+        return file_digest(local(path), algorithm)
+    h = hashlib.new(algorithm)
     with open_file(path, "rb") as f:
         while block := f.read(CHUNK):
             h.update(block)
@@ -178,6 +201,15 @@ def ls(path: str | os.PathLike) -> list[str]:
     protocol, own = str(path).split("://", 1)[0], inner.strip("/")
     # an object store may hold a folder marker (`run/`) that lists as the folder itself
     return sorted(f"{protocol}://{p.strip('/')}" for p in fs.ls(inner, detail=False) if p.strip("/") != own)
+
+
+def find(path: str | os.PathLike) -> list[str]:
+    """Every file under a folder or prefix, recursively, sorted ([] when there is none)."""
+    if not is_url(path):
+        return sorted(str(p) for p in local(path).rglob("*") if p.is_file())
+    fs, inner = url_to_fs(str(path))
+    protocol = str(path).split("://", 1)[0]
+    return sorted(f"{protocol}://{p.lstrip('/')}" for p in fs.find(inner))
 
 
 @contextmanager

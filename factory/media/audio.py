@@ -15,7 +15,7 @@ import av
 import numpy as np
 import soundfile as sf
 
-from factory.media.video import MediaError, first_frame_time
+from factory.media.video import MediaError, first_frame_time, open_container
 
 # Timestamps within this many samples of where the previous chunk ended are rounding, not gaps:
 # snapping keeps the sound continuous instead of inserting single zero samples (clicks).
@@ -41,7 +41,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
 def decode_audio(path: str | Path, sample_rate: int = 16000) -> DecodedAudio:
     """Like load_audio, with the intervals whose packets failed to decode (left silent)."""
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             if not container.streams.audio:
                 raise MediaError("no_audio_stream")
             zero = first_frame_time(path) if container.streams.video else 0.0

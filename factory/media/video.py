@@ -2,12 +2,15 @@
 
 Frames come one at a time from a background thread (FFmpeg decoding releases the GIL), so
 decoding overlaps with landmark detection and memory stays bounded whatever the video length.
+A video on a URL (`s3://...`) is read through an fsspec file object, streamed in blocks: it is
+never downloaded whole.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -16,6 +19,7 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
+from factory import storage
 from factory.priority import lower_this_threads_priority
 
 
@@ -38,14 +42,25 @@ class VideoInfo:
     variable_frame_rate: bool
 
 
+@contextmanager
+def open_container(path: str | Path) -> Iterator[av.container.InputContainer]:
+    """av.open for reading: a local path by name, a URL through a streamed fsspec file object."""
+    if not storage.is_url(path):
+        with av.open(str(path)) as container:
+            yield container
+        return
+    with storage.open_file(path, "rb") as f, av.open(f) as container:
+        yield container
+
+
 def probe(path: str | Path) -> VideoInfo:
-    path = Path(path)
-    if not path.exists():
-        raise MediaError("missing_file", str(path))
-    if path.stat().st_size == 0:
+    path = storage.as_path(path)
+    if not storage.exists(path):
+        raise MediaError("missing_file", storage.redact(path))
+    if storage.size(path) == 0:
         raise MediaError("empty_file")
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             if not container.streams.video:
                 raise MediaError("no_video_stream")
             stream = container.streams.video[0]
@@ -63,7 +78,7 @@ def probe(path: str | Path) -> VideoInfo:
 def first_frame_time(path: str | Path) -> float:
     """Presentation time (s) of the first video frame: the zero of both output timelines, so a
     stream that starts late (an MP4 without edit list, MPEG-TS, MKV) stays in sync."""
-    with av.open(str(path)) as container:
+    with open_container(path) as container:
         for frame in container.decode(container.streams.video[0]):
             if frame.time is not None:
                 return float(frame.time)
@@ -77,7 +92,7 @@ def _decoded_frames(path: str, fps: int) -> Iterator[tuple[int, np.ndarray]]:
     k = 0
     prev, prev_t, prev_rgb = None, None, None
     zero = None
-    with av.open(path) as container:
+    with open_container(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from factory.clips import load_clip, load_occlusion
+from factory import storage
+from factory.clips import load_clip, load_occlusion, with_suffix
 from factory.config import build
 from factory.devices import free_accelerator_memory, pick_device
 from factory.faces.masks import composite, compositing_alpha, lower_face_mask, nose_masks
@@ -87,7 +88,7 @@ class GenerateStage(Stage):
         occ_path = record.meta.get("occlusion_masks")  # set by this run's occlusion stage, else none
         occlusion = load_occlusion(occ_path)[:n] if occ_path else None
         alt_occ_path = occ_path and sibling_occlusion(occ_path, record.meta["clip_path"], record.meta["alt_clip_path"])
-        alt_occlusion = load_occlusion(alt_occ_path)[:n] if alt_occ_path and alt_occ_path.exists() else None
+        alt_occlusion = load_occlusion(alt_occ_path)[:n] if alt_occ_path and storage.exists(alt_occ_path) else None
         refs, motion = self.generator.reference_frames, self.generator.motion_frames
         before_path = record.meta.get("motion_clip_path")  # set by pairing when the clip before is contiguous
         before = load_clip(before_path).frames if before_path else None
@@ -134,8 +135,9 @@ def lower_face_alpha(real_landmarks: np.ndarray, other_landmarks: np.ndarray, si
                              round(mask_dilation * scale))
 
 
-def sibling_occlusion(occ_path: str, clip_path: str, other_clip_path: str) -> Path:
+def sibling_occlusion(occ_path: str, clip_path: str, other_clip_path: str) -> Path | str:
     """The occluder masks the same occlusion settings made for another clip (they sit beside it,
-    named by the same tag: factory.clips.occlusion_path)."""
-    suffix = Path(occ_path).name[len(Path(clip_path).stem):]  # ".occlusion-<tag>.npz"
-    return Path(other_clip_path).with_suffix(suffix)
+    named by the same tag: factory.clips.occlusion_path). Paths or URLs (no Path() on a URL)."""
+    clip_stem = Path(storage.name(clip_path)).stem
+    suffix = storage.name(occ_path)[len(clip_stem):]  # ".occlusion-<tag>.npz"
+    return with_suffix(other_clip_path, suffix)

@@ -10,7 +10,6 @@ and everything else hides behind it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ import numpy as np
 
 from factory.clip_store import ClipStore
 from factory.clips import Clip, save_clip
+from factory import storage
 from factory.faults import fault_point
-from factory.files import file_digest
 from factory.faces.continuity import identity_consistency, landmark_jump, mean_identity
 from factory.faces.identity_worker import IdentityWorker
 from factory.faces.landmarks import INNER_LIP_GAP, FaceLandmarker
@@ -117,8 +116,7 @@ class IngestStage(Stage):
         super().__init__(Resources(num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
                                    pool_size=cfg.resources.pool_size, batch_size=1))  # one video a call
         self.cfg = cfg
-        self.store = store
-        self.clip_dir = store.clip_dir
+        self.store = store  # local or a URL: workers write their clips there directly
         self._last_face: Future | None = None
 
     def setup(self) -> None:
@@ -196,7 +194,7 @@ class IngestStage(Stage):
         embeddings, clip.media = np.concatenate([face.result() for face in clip.media]), None
         clip.meta["identity_csim"] = round(identity_consistency(embeddings), 4)
         if clip.meta["identity_csim"] < self.cfg.min_identity_csim:
-            Path(clip.meta.pop("clip_path")).unlink(missing_ok=True)  # never paired: not kept in the store
+            storage.remove(clip.meta.pop("clip_path"))  # never paired: not kept in the store
             clip.meta["reject_detail"] = (f"first and last frames' faces agree {clip.meta['identity_csim']} "
                                           f"< ingest.min_identity_csim {self.cfg.min_identity_csim}")
             return clip.reject("face_changed_in_clip", self.name)
@@ -209,7 +207,7 @@ class IngestStage(Stage):
         speech = self.vad.speech_mask(audio.samples)
         if speech.mean() < 0.02:
             raise MediaError("silent_audio", f"speech in {speech.mean():.1%} of the audio")
-        return audio, speech, file_digest(path, "sha256")
+        return audio, speech, storage.digest(path, "sha256")  # streamed, also from a URL
 
     def _embed_faces(self, frames: np.ndarray, previous_last: Future | None) -> list[Future]:
         """Embeddings of the clip's checked frames (first, ..., last), one future each. A clip that
@@ -340,7 +338,7 @@ class IngestStage(Stage):
             record.media = self._embed_faces(frames, last_face if arrays.follows_previous else None)
         if self.syncnet is not None:
             clip_audio = self._sync(meta, frames, clip_audio, audio.samples, a0)
-        path = self.clip_dir / f"{key}.npz"
+        path = self.store.clip_path(key)
         save_clip(path, Clip(frames, landmarks, transforms, clip_audio))
         meta["clip_path"] = str(path)
         return record

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from factory.clips import load_clip, occlusion_path, save_occlusion
+from factory import storage
+from factory.clips import load_clip, occlusion_path, open_npz, save_occlusion
 from factory.config import ConfigError, digest, to_dict
 from factory.devices import free_accelerator_memory
 from factory.occlusion.objects import area_shares, face_regions, group_occluders, oversize_reason
@@ -85,8 +86,8 @@ class OcclusionStage(Stage):
         path = record.meta["clip_path"]
         stored = occlusion_path(path, self.tag)
         record.meta["occlusion_masks"] = str(stored)  # generation uses exactly these masks
-        if stored.exists():
-            with np.load(stored) as z:
+        if storage.exists(stored):  # a local file or an object beside the clip's
+            with open_npz(stored) as z:
                 record.meta["occluders"] = json.loads(str(z["occluders"]))
             return record
         clip = load_clip(path)
