@@ -291,10 +291,11 @@ def upload_tree(folder: str | os.PathLike, path: str | os.PathLike, last: str | 
     return len(files)
 
 
-# -- what is not on URLs yet ---------------------------------------------------------------------
+# -- what is not on URLs yet (model weights, refilter, eval, the SyncNet trainer) ---------------------------------------------------------------------
 
-NOT_YET = ("object storage is not supported yet for {what} ({key}={url}); URLs work today for training only "
-           "(pair data manifests and shards are read from them, loop.out checkpoints to them): give a local path")
+NOT_YET = ("object storage is not supported yet for {what} ({key}={url}); URLs work for runs, clip stores, "
+           "inputs, verify, report and training (pair data read from them, loop.out checkpoints to them): "
+           "give a local path")
 
 
 def refuse_urls(values: dict[str, Any], what: str) -> None:

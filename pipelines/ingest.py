@@ -82,7 +82,7 @@ def clip_store_for(cfg: FactoryConfig) -> ClipStore:
 
 def clip_store_id(cfg: FactoryConfig) -> str:
     """The id of clip_store_for(cfg), without creating the store (a refused run makes none)."""
-    return ClipStore.path_for(cfg.clip_store_root(), ingest_identity(cfg)).name
+    return storage.name(ClipStore.path_for(cfg.clip_store_root(), ingest_identity(cfg)))
 
 
 def ingest(cfg: FactoryConfig, executor, store: ClipStore, videos: list[Record], progress: bool = True) -> list[Record]:

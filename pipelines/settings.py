@@ -57,9 +57,9 @@ class FactoryConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
-    def clip_store_root(self) -> str:
+    def clip_store_root(self) -> Path | str:
         """A folder or a URL prefix: clip_store, or OUT/clips."""
-        return self.clip_store or storage.join(self.out, "clips")
+        return storage.child(self.clip_store) if self.clip_store else storage.child(self.out, "clips")
 
 
 # Keys that never change what a sample holds: where things go, how they run, how many previews.

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 
+from factory import storage
 from factory.clips import load_clip
 from factory.config import ConfigError, digest
 from factory.faces.landmarks import LIPS_OUTER, MOUTH
@@ -262,7 +263,10 @@ def mouth_landmarks(landmarks: np.ndarray, crop: int) -> torch.Tensor:
 
 def open_clip(path: str):
     """A clip file's arrays memory-mapped (np.savez stores them uncompressed), so a sample reads
-    the frames it uses, not all of them; falls back to load_clip for a compressed file."""
+    the frames it uses, not all of them; falls back to load_clip for a compressed file, and for
+    an object (one GET of the whole clip: a store on s3:// has no memory map)."""
+    if storage.is_url(path):
+        return load_clip(path)
     arrays = {}
     with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
         for info in zf.infolist():

@@ -8,7 +8,6 @@ import numpy as np
 from factory.clip_store import ClipStore
 from factory.config import ConfigError
 from factory.records import Record
-from factory.storage import refuse_urls
 
 
 def clip_records(clip_stores: list[str], max_clips: int | None = None,
@@ -16,8 +15,7 @@ def clip_records(clip_stores: list[str], max_clips: int | None = None,
     """The kept clips of the stores, sorted by key (the first `max_clips`); ConfigError naming
     `key` when none are given or found."""
     if not clip_stores:
-        raise ConfigError(f"config key '{key}' is empty: give folders written by `factory ingest`")
-    refuse_urls({key: clip_stores}, "clip stores")
+        raise ConfigError(f"config key '{key}' is empty: give folders (or URLs) written by `factory ingest`")
     records = []
     for path in clip_stores:
         store = ClipStore.open(path)
