@@ -137,14 +137,17 @@ def _check_object(out: str, entry: dict, required: frozenset[str] = frozenset())
     size = storage.size(url)
     if size != entry["filesize"]:
         problems.append(f"{entry['url']}: size {size} != manifest {entry['filesize']}")
-    with storage.open_file(url, "rb") as raw:
-        stream = _Hashing(raw)
-        try:
-            keys, member_problems = _stream_keys(stream, storage.name(url), required)
-        except Exception as exc:  # any read failure is the finding, not a crash of verify
-            keys, member_problems = None, [f"{entry['url']}: unreadable ({type(exc).__name__}: {exc})"]
-        if stream.hexdigest() != entry["md5sum"]:
-            problems.append(f"{entry['url']}: md5 differs from the manifest")
+    try:
+        with storage.open_file(url, "rb") as raw:
+            stream = _Hashing(raw)
+            try:
+                keys, member_problems = _stream_keys(stream, storage.name(url), required)
+            except Exception as exc:  # any read failure is the finding, not a crash of verify
+                keys, member_problems = None, [f"{entry['url']}: unreadable ({type(exc).__name__}: {exc})"]
+            if stream.hexdigest() != entry["md5sum"]:
+                problems.append(f"{entry['url']}: md5 differs from the manifest")
+    except OSError as exc:  # gone or unreachable while verify read it
+        return [], problems + [f"{entry['url']}: unreadable ({type(exc).__name__}: {exc})"]
     if keys is None:
         return [], problems + member_problems
     problems += member_problems
@@ -173,6 +176,7 @@ def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
     """(problems, counts); no problems means the output is whole. `out`: a folder or a URL."""
     remote = storage.is_url(out)
     out = str(out).rstrip("/") if remote else Path(out)
+    storage.forget_listings(out)  # other clients may have written since this process last looked
     problems: list[str] = []
     try:
         manifest = read_manifest(storage.join(out, "manifest.json") if remote else out / "manifest.json")
