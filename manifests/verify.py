@@ -131,10 +131,11 @@ def _stream_keys(stream: _Hashing, name: str, required: frozenset[str]) -> tuple
 def _check_object(out: str, entry: dict, required: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """_check_shard of a shard object under a URL."""
     url = storage.join(out, entry["url"])
-    if not storage.isfile(url):
+    try:
+        size = storage.size(url)  # one HEAD: the object's size, or that there is none
+    except FileNotFoundError:
         return [], [f"{entry['url']}: missing"]
     problems = []
-    size = storage.size(url)
     if size != entry["filesize"]:
         problems.append(f"{entry['url']}: size {size} != manifest {entry['filesize']}")
     try:
