@@ -166,7 +166,8 @@ def test_the_report_shows_counts_rejections_scores_throughput_and_pairs(finished
     dest = tmp_path / "r.html"
     assert main(["report", str(finished_run), "-o", str(dest)]) == 0
     assert capsys.readouterr().out.strip() == f"report: {dest}"
-    assert_the_page_shows_the_run(dest.read_text(), load_run(finished_run), read_table(finished_run / "samples.parquet"))
+    rows = read_table(finished_run / "samples.parquet")
+    assert_the_page_shows_the_run(dest.read_text(), load_run(finished_run), rows)
 
 
 def assert_the_page_shows_the_run(html: str, run, rows: list[dict]) -> None:

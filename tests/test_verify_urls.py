@@ -52,7 +52,8 @@ def members(i: int) -> dict[str, bytes]:
              "real.wav": wav(), "alt.wav": wav(), "real_landmarks.npy": npy(rng.random((4, 478, 2), np.float32)),
              "syn_landmarks.npy": npy(rng.random((4, 478, 2), np.float32)),
              "real_landmarks_valid.npy": npy(np.ones(4, bool)), "syn_landmarks_valid.npy": npy(np.ones(4, bool)),
-             "transforms.npy": npy(rng.random((4, 2, 3))), "mask.png": cv2.imencode(".png", np.zeros((16, 16), np.uint8))[1].tobytes(),
+             "transforms.npy": npy(rng.random((4, 2, 3))),
+             "mask.png": cv2.imencode(".png", np.zeros((16, 16), np.uint8))[1].tobytes(),
              "meta.json": json.dumps({"i": i}).encode()}
     assert set(files) == REQUIRED_MEMBERS
     return files
