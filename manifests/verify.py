@@ -176,7 +176,7 @@ def _object_strays(out: str, manifest: dict, listed: set[str]) -> list[str]:
 def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
     """(problems, counts); no problems means the output is whole. `out`: a folder or a URL."""
     remote = storage.is_url(out)
-    out = str(out).rstrip("/") if remote else Path(out)
+    out = str(out).rstrip("/") if remote else storage.local(out)
     storage.forget_listings(out)  # other clients may have written since this process last looked
     problems: list[str] = []
     try:

@@ -100,7 +100,7 @@ def group_reasons(reasons: Counter, keys: set[str]) -> Counter:
 
 
 def load_run(out: str | Path) -> RunData:
-    out = str(out).rstrip("/") if storage.is_url(out) else Path(out)
+    out = str(out).rstrip("/") if storage.is_url(out) else storage.local(out)
     manifest_path = storage.join(out, "manifest.json")
     if not storage.isfile(manifest_path):
         raise ReportError(f"{out} has no manifest.json: is it the output folder of a finished `factory run`?")
