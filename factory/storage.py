@@ -226,6 +226,15 @@ def local_file(path: str | os.PathLike) -> Iterator[Path]:
         yield target
 
 
+# -- added for verify/report on URLs
+def forget_listings(path: str | os.PathLike) -> None:
+    """Drop every listing the URL's filesystem has cached (s3fs keeps them per process, and drops a
+    folder's only, not those below it), so `ls`/`exists`/`size` see what is there now: for checks
+    that must not trust an earlier look, e.g. at objects another client wrote or deleted since."""
+    if is_url(path):
+        url_to_fs(str(path))[0].invalidate_cache()
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 def put_bytes(path: str | os.PathLike, data: bytes | str) -> None:

@@ -1,5 +1,6 @@
 """The manifest: a `wids-shard-index-v1` JSON that webdataset's wids and our reader both load,
-plus the run's config and stats."""
+plus the run's config and stats. Written atomically to a local path, or as one object (one PUT)
+to an fsspec URL (factory/storage.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ def shard_entry(path: Path, nsamples: int, root: Path) -> dict[str, Any]:
             "filesize": path.stat().st_size, "md5sum": file_digest(path, "md5")}
 
 
-def write_manifest(path: Path, shards: list[dict[str, Any]], config: dict, stats: dict,
+def write_manifest(path: str | Path, shards: list[dict[str, Any]], config: dict, stats: dict,
                    rejected: list[dict[str, Any]] = (), sources: list[dict[str, Any]] = (),
                    table: str = "samples.parquet", sample_format: int = SAMPLE_FORMAT) -> None:
-    write_json_atomic(path, manifest_json(path.parent.name, shards, config, stats, rejected, sources, table,
+    run = storage.name(storage.parent(path)) if storage.is_url(path) else Path(path).parent.name
+    write_json_atomic(path, manifest_json(run, shards, config, stats, rejected, sources, table,
                                           sample_format))
 
 
@@ -50,7 +52,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Atomic rename locally; on a URL one PUT, so the object appears whole or not at all."""
+    if storage.is_url(path):
+        storage.put_bytes(path, json_text(obj))
+        return
     atomic_write(path, json_text(obj))
 
 

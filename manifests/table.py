@@ -1,7 +1,10 @@
 """The per-sample table (Parquet): every clip's fate, kept or rejected and why (`reason`, and in
 `detail` the numbers behind it), with its scores, so a user can study or re-threshold a run
 without regenerating it. Frames of a video that no clip used get rows too: kind `frames`, fate
-`unused`, the frame range and why (ingest's `video_unused_frames`)."""
+`unused`, the frame range and why (ingest's `video_unused_frames`).
+
+`path` may be an fsspec URL (factory/storage.py): the Parquet bytes are then built in memory and
+written as one object (one PUT), and read back from the object's bytes."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory import storage
 from factory.files import atomic_path
 
 COLUMNS = ["key", "kind", "fate", "reason", "detail", "stage", "shard", "source", "speaker", "video_key",
@@ -65,16 +69,24 @@ def unused_frame_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_table(path: Path, entries: list[dict[str, Any]]) -> None:
+def write_table(path: str | Path, entries: list[dict[str, Any]]) -> None:
     by_key = {r["key"]: r for r in [row(e) for e in entries] + unused_frame_rows(entries)}
     rows = [by_key[k] for k in sorted(by_key)]
     score_cols = sorted({c for r in rows for c in r if c.startswith("score_")})
     columns = {c: [r.get(c) for r in rows] for c in COLUMNS + score_cols}
     schema = pa.schema([(c, pa.float64() if c.startswith("score_") else
                          pa.int64() if c.startswith("frame_") else pa.string()) for c in columns])
+    table = pa.table(columns, schema=schema)
+    if storage.is_url(path):
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer)
+        storage.put_bytes(path, buffer.getvalue().to_pybytes())
+        return
     with atomic_path(path) as tmp:
-        pq.write_table(pa.table(columns, schema=schema), tmp)
+        pq.write_table(table, tmp)
 
 
 def read_table(path: str | Path) -> list[dict[str, Any]]:
+    if storage.is_url(path):  # through fsspec (pyarrow's own filesystems know no memory://)
+        return pq.read_table(pa.BufferReader(storage.read_bytes(path))).to_pylist()
     return pq.read_table(path).to_pylist()

@@ -166,15 +166,18 @@ def test_the_report_shows_counts_rejections_scores_throughput_and_pairs(finished
     dest = tmp_path / "r.html"
     assert main(["report", str(finished_run), "-o", str(dest)]) == 0
     assert capsys.readouterr().out.strip() == f"report: {dest}"
-    html = dest.read_text()
+    rows = read_table(finished_run / "samples.parquet")
+    assert_the_page_shows_the_run(dest.read_text(), load_run(finished_run), rows)
+
+
+def assert_the_page_shows_the_run(html: str, run, rows: list[dict]) -> None:
+    """The report page's content checks (also applied to a run on object storage: test_verify_urls)."""
     page = parse(html)
-    run = load_run(finished_run)
     # self-contained: every reference is inline, and the page forbids any other load
     assert page.refs and all(ref.startswith("data:") for ref in page.refs)
     assert "url(" not in html and "@import" not in html
     assert "default-src 'none'" in html
     # counts and rejections, as the table has them
-    rows = read_table(finished_run / "samples.parquet")
     kept = sum(1 for r in rows if r["kind"] == "pair" and r["fate"] == "kept")
     assert f"<td>pairs kept (in the manifest&#x27;s shards)</td><td class=\"n\">{kept}</td>" in html
     for reason, n in run.rejections():

@@ -1,4 +1,6 @@
-"""A finished run's outputs, read once for the report: summary, manifest, table, thresholds, timeline."""
+"""A finished run's outputs, read once for the report: summary, manifest, table, thresholds, timeline.
+The run may lie in a folder or under an fsspec URL (`s3://bucket/run`): every file is read through
+factory/storage.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factory import storage
 from manifests.format import read_manifest
 from manifests.table import read_table
 
@@ -31,7 +34,7 @@ class Threshold:
 
 @dataclass
 class RunData:
-    out: Path
+    out: str | Path  # a folder (Path) or a URL (str)
     manifest: dict[str, Any]
     summary: dict[str, Any]
     rows: list[dict[str, Any]]  # samples.parquet, one dict per row
@@ -97,19 +100,22 @@ def group_reasons(reasons: Counter, keys: set[str]) -> Counter:
 
 
 def load_run(out: str | Path) -> RunData:
-    out = Path(out)
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
+    out = str(out).rstrip("/") if storage.is_url(out) else storage.local(out)
+    manifest_path = storage.join(out, "manifest.json")
+    if not storage.isfile(manifest_path):
         raise ReportError(f"{out} has no manifest.json: is it the output folder of a finished `factory run`?")
     manifest = read_manifest(manifest_path)
-    table = out / manifest.get("table", "samples.parquet")
-    if not table.is_file():
-        raise ReportError(f"{out} has no {table.name} (the per-sample table the manifest names)")
-    summary_path = out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else manifest.get("stats", {})
-    timeline_path = out / TIMELINE
-    timeline = json.loads(timeline_path.read_text()) if timeline_path.is_file() else None
+    table = storage.join(out, manifest.get("table", "samples.parquet"))
+    if not storage.isfile(table):
+        raise ReportError(f"{out} has no {storage.name(table)} (the per-sample table the manifest names)")
+    summary = _json_or(storage.join(out, "summary.json"), manifest.get("stats", {}))
+    timeline = _json_or(storage.join(out, *TIMELINE.parts), None)
     return RunData(out, manifest, summary, read_table(table), thresholds(manifest.get("config", {})), timeline)
+
+
+def _json_or(path: str, default: Any) -> Any:
+    """The JSON file's content, or `default` when there is no such file."""
+    return json.loads(storage.read_text(path)) if storage.isfile(path) else default
 
 
 def thresholds(config: dict[str, Any]) -> list[Threshold]:

@@ -1,7 +1,8 @@
 """The gallery's clips: real | synthetic | difference side by side, as a looping animated WebP.
 
 Pairs are picked from the table (evenly over the kept pairs, plus a few set aside by a
-threshold), and only the shards holding them are read.
+threshold), and only the shards holding them are read (local files, or objects streamed through
+fsspec when the run lies under a URL: manifests.reader.shard_samples).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any, Iterator
 
 import cv2
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
-from manifests.reader import decode_sample
+from factory import storage
+from manifests.reader import decode_sample, shard_samples
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,14 @@ def _spread(rows: list, n: int) -> list:
     return [rows[int(i * len(rows) / n)] for i in range(n)]
 
 
-def samples(out: Path, rows: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def samples(out: str | Path, rows: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(table row, decoded sample) for each row, read from the shards the rows name, in their order;
     a shard that cannot be read is skipped (and logged)."""
     wanted = {r["key"]: r for r in rows}
     found: dict[str, dict[str, Any]] = {}
-    for shard in dict.fromkeys(str(out / r["shard"]) for r in rows):
+    for shard in dict.fromkeys(storage.join(out, r["shard"]) for r in rows):
         try:
-            for sample in wds.WebDataset([shard], shardshuffle=False, empty_check=False):
+            for sample in shard_samples([shard]):
                 if sample["__key__"] in wanted:  # the whole sample: the reader rebuilds `syn` from its parts
                     found[sample["__key__"]] = decode_sample(sample)
         except (OSError, ValueError) as exc:  # a shard gone or damaged: its pairs are left out, the rest shown

@@ -1,5 +1,6 @@
 """The report page: sections of counts, rejections, score histograms, throughput and a gallery,
-written as one HTML file with everything inline."""
+written as one HTML file with everything inline: atomically to a local path, or as one object
+(one PUT) to an fsspec URL, by default beside the run it reports on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from factory.files import atomic_write
+from factory import storage
 from factory.report import gallery, svg
 from factory.report.data import ReportError, RunData, load_run
 from factory.stage import threshold_verdict
@@ -35,17 +36,21 @@ figcaption{font-size:12px;color:#555;max-width:420px}
 """
 
 
-def build_report(out: str | Path, dest: str | Path | None = None, pairs: int = 12, set_aside: int = 4) -> Path:
-    """Write the report of the run in `out` to `dest` (default OUT/report.html); returns its path.
-    `pairs` kept pairs and up to `set_aside` pairs that failed a threshold go into the gallery."""
+def build_report(out: str | Path, dest: str | Path | None = None, pairs: int = 12,
+                 set_aside: int = 4) -> str | Path:
+    """Write the report of the run in `out` to `dest` (default OUT/report.html); returns where it
+    went: a Path for a local file, the URL (str) for an object. Either side may be a URL (a run on
+    s3:// can be reported to a local file, to open in a browser). `pairs` kept pairs and up to
+    `set_aside` pairs that failed a threshold go into the gallery."""
     run = load_run(out)
-    dest = Path(dest) if dest is not None else Path(out) / REPORT
-    atomic_write(dest, render(run, pairs, set_aside))
+    dest = dest if dest is not None else storage.join(out, REPORT)
+    dest = str(dest) if storage.is_url(dest) else Path(dest)
+    storage.put_bytes(dest, render(run, pairs, set_aside))
     return dest
 
 
 def render(run: RunData, pairs: int = 12, set_aside: int = 4) -> str:
-    name = run.manifest.get("name") or run.out.name
+    name = run.manifest.get("name") or storage.name(run.out)
     made = time.strftime("%Y-%m-%d %H:%M", time.localtime())
     sections = [counts_section(run), rejections_section(run), scores_section(run),
                 throughput_section(run), gallery_section(run, pairs, set_aside)]
