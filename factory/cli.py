@@ -317,11 +317,10 @@ def dub_command(args: argparse.Namespace) -> int:
 
 def verify_command(out: str) -> int:
     from factory import storage
-    from manifests.verify import verify
+    from manifests.verify import not_a_run, verify
 
-    traces = ("manifest.json", "shards", "state", "commits", "samples.parquet")  # what a run leaves, even a damaged one
-    if not any(storage.exists(storage.join(out, name)) for name in traces):  # nothing to check is no input, not damage
-        what = "no such folder" if not storage.exists(out) else "no manifest.json in it"
+    what = not_a_run(out)
+    if what:  # nothing to check is no input, not damage
         print(f"factory verify: {storage.redact(out)} is not a run's output ({what})", file=sys.stderr)
         return EXIT_NO_INPUT
     problems, counts = verify(out)

@@ -213,7 +213,7 @@ def verify(out: str | Path) -> tuple[list[str], dict[str, int]]:
     return problems, {"shards": len(manifest["shardlist"]), "samples": sum(keys.values()), "table_rows": len(table)}
 
 
-TRACES = ("manifest.json", "shards", "state", "samples.parquet")  # what a run leaves, even a damaged one
+TRACES = ("manifest.json", "shards", "state", "commits", "samples.parquet")  # what a run leaves, even a damaged one
 
 
 def not_a_run(out: str | Path) -> str | None:

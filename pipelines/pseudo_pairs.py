@@ -27,6 +27,7 @@ from factory.out_lock import holds_output
 from factory.identity_clusters import assign_speakers
 from factory.pairing import make_pairs
 from factory.payload import check_contracts
+from factory.previews import write_preview
 from factory.records import Record
 from factory.stage import Stage
 from factory.stages.encode import EncodeStage
@@ -160,7 +161,7 @@ def make_shards(cfg: FactoryConfig, executor, records: list[Record], sink: Shard
             sink.reject(record)
             continue
         if previews < cfg.write.previews and not record.filtered:
-            storage.put_bytes(storage.join(cfg.out, "previews", f"{record.key}.jpg"), record.media.preview)
+            write_preview(cfg.out, record.key, record.media.preview)
             previews += 1
         sink.write(record)
     return sink.written - written_before
