@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from factory.cli import main
 from manifests.object_commit import COMMITS, SHARDS
 from manifests.table import read_table
 from manifests.verify import verify
-from tests.cli import FINISHED_RUN, run_factory, run_factory_subprocess
+from tests.cli import CONFIG, FINISHED_RUN, run_factory, run_factory_subprocess
 from tests.s3_server import TEST_CREDENTIALS, make_bucket, s3_environment, s3_server
 
 # the clip store, shards, table, manifest and previews all under the URL; the worker faults of the
@@ -61,9 +62,10 @@ def s3():
 
 @pytest.mark.slow
 def test_a_run_on_memory_url_makes_the_local_runs_samples(talking_videos, reference, tmp_path, monkeypatch):
+    config = str(Path(CONFIG).resolve())
     monkeypatch.chdir(tmp_path)  # nothing may land in the working directory (no `memory:` folder)
     out = "memory://factory-tests/run"
-    assert run_factory(out, *FINISHED_RUN, videos=talking_videos) == 0
+    assert run_factory(out, *FINISHED_RUN, videos=talking_videos, config=config) == 0
     assert list(tmp_path.iterdir()) == []
     assert fates(out) == reference
     assert verify(out)[0] == []
@@ -72,7 +74,7 @@ def test_a_run_on_memory_url_makes_the_local_runs_samples(talking_videos, refere
     assert any(n.startswith("clips/") and n.endswith(".npz") for n in names)  # the clip store too
     assert uncommitted(out) == []
     # a rerun finds everything done: the same output, nothing added
-    assert run_factory(out, *FINISHED_RUN, videos=talking_videos) == 0
+    assert run_factory(out, *FINISHED_RUN, videos=talking_videos, config=config) == 0
     assert objects(out) == names and fates(out) == reference
 
 
