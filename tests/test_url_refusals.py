@@ -16,7 +16,6 @@ CONFIGS = "configs"
     ["run", f"{CONFIGS}/demo.yaml", "out=runs/x", "generate.weights=s3://bucket/editor"],
     ["refilter", "s3://bucket/run"],
     ["eval", "eval.manifest=s3://bucket/run/manifest.json"],
-    ["train-syncnet", f"{CONFIGS}/syncnet_cpu.yaml", "out=s3://bucket/syncnet"],
 ])
 def test_a_url_where_the_command_needs_local_files_is_refused(args, tmp_path, monkeypatch, capsys, request):
     args = [str(request.config.rootpath / a) if a.startswith(CONFIGS) else a for a in args]

@@ -14,6 +14,11 @@ Exact resume: the batch of step s is drawn from a generator seeded by (seed, s) 
 checkpoint holds model, optimizer, step, metric history and config, so a run resumed from step s
 computes the same losses as one that never stopped.
 
+`out` and `clip_stores` are local paths or URLs (factory/storage.py): checkpoints use the shared
+loop's layout and commit protocol (factory/trainers/checkpoints.py: complete or absent, trainer.pt
+last on object storage), `final/`, metrics.json and config.yaml are each written whole, and
+TensorBoard events are staged locally and uploaded (loop.tensorboard).
+
 Recipe: LatentSync trains the cosine head with batch 256-1024 at lr 1e-5; a small batch sticks
 at loss 0.693 (ln 2: the cosine collapses to 0.5). On CPU (configs/syncnet_cpu.yaml, measured
 there): `model.loss=scaled_cosine` (a learned scale and bias on the cosine), `all_pairs` (every
@@ -27,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +41,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from factory import storage
+from factory.trainers import checkpoints
 from factory.trainers.clip_sources import clip_records, video_split
 from factory.clips import load_clip
 from factory.config import ConfigError, build, save_config, to_dict
-from factory.files import atomic_write
 from factory.models.syncnet import SyncNet, SyncNetConfig, log_mel, lower_half, mel_window
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SyncNetTrainConfig:
-    out: str = "runs/syncnet"
-    clip_stores: list[str] = field(default_factory=list)  # folders written by `factory ingest`
+    out: str = "runs/syncnet"  # a local folder or a URL: checkpoints/, tensorboard/, final/, metrics.json, config.yaml
+    clip_stores: list[str] = field(default_factory=list)  # folders (or URLs) written by `factory ingest`
     seed: int = 0
     executor: str = "local"  # "local" (this process) | "ray" (Ray Train TorchTrainer, one worker)
     device: str | None = None  # null: cuda when present, else cpu
@@ -80,9 +85,6 @@ def load_train_config(path: str | Path | None, overrides=()) -> SyncNetTrainConf
         raise ConfigError(f"config key 'executor': 'local' or 'ray', not {cfg.executor!r}")
     if cfg.batch_size < 2 or cfg.batch_size % 2:
         raise ConfigError("config key 'batch_size' must be an even number >= 2")
-    from factory.storage import refuse_urls
-
-    refuse_urls({"out": cfg.out, "clip_stores": cfg.clip_stores}, "the SyncNet trainer (its own checkpoints)")
     return cfg
 
 
@@ -196,7 +198,7 @@ def evaluate(model: SyncNet, clips: list[ClipWindows], cfg: SyncNetTrainConfig, 
 
 # 4. the loop --------------------------------------------------------------------------------
 
-Reporter = Callable[[dict[str, Any], Path | None], None]  # (metrics, checkpoint folder or None)
+Reporter = Callable[[dict[str, Any], Path | None], None]  # (metrics, local checkpoint folder or None)
 
 
 def train(cfg: SyncNetTrainConfig, reporter: Reporter | None = None, stop_at: int | None = None) -> dict[str, Any]:
@@ -204,11 +206,12 @@ def train(cfg: SyncNetTrainConfig, reporter: Reporter | None = None, stop_at: in
     `save_pretrained` folder for `ingest.syncnet_path`. `stop_at` ends early after that step
     (checkpoint written), as a killed run would. Returns the final metrics."""
     from factory.devices import pick_device
+    from factory.trainers.loop import tensorboard
 
-    out = Path(cfg.out)
+    out = cfg.out  # a local path or a URL: only storage.* touches it
     device = cfg.device or pick_device()
     torch.manual_seed(cfg.seed)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, storage.join(out, "config.yaml"))
     train_clips, held = load_corpus(cfg)
     model = SyncNet(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -217,7 +220,7 @@ def train(cfg: SyncNetTrainConfig, reporter: Reporter | None = None, stop_at: in
     if latest is not None:
         step, history = load_checkpoint(latest, model, opt, cfg)
         log.info("resuming %s from step %d", out, step)
-    writer = _tensorboard(out)
+    writer = tensorboard(out, step)  # staged and uploaded for a URL; a killed run's later events dropped
     log.info("syncnet: %d train clips, %d held-out clips, %.2fM parameters, device %s", len(train_clips), len(held),
              sum(p.numel() for p in model.parameters()) / 1e6, device)
     model.train()
@@ -245,22 +248,23 @@ def train(cfg: SyncNetTrainConfig, reporter: Reporter | None = None, stop_at: in
         ckpt = None
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or step == stop_at:
             ckpt = save_checkpoint(out, step, model, opt, history, cfg)
+            if writer is not None:
+                writer.flush()  # on a URL: the scalars so far uploaded beside the checkpoint
         if reporter is not None and (ckpt is not None or "heldout_accuracy" in row):
-            reporter(row, ckpt)
+            # a checkpoint on object storage stays there (resuming reads out's own checkpoints)
+            reporter(row, Path(ckpt) if ckpt is not None and not storage.is_url(ckpt) else None)
         if step == stop_at:
             break
     if writer is not None:
         writer.close()
     metrics = summarize(history, time.monotonic() - started)
     if step >= cfg.steps:
-        final = out / "final"
-        tmp = out / "final.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.cpu().save_pretrained(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        metrics["weights"] = str(final)
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
+        final = storage.join(out, "final")
+        # complete or absent: renamed from final.partial locally, config.json uploaded last remotely
+        with storage.staged_dir(final, last="config.json") as tmp:
+            model.cpu().save_pretrained(tmp)
+        metrics["weights"] = final
+    storage.put_bytes(storage.join(out, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -274,47 +278,28 @@ def summarize(history: list[dict], seconds: float) -> dict[str, Any]:
             "loss_curve": curve, "evals": evals, **({k: v for k, v in evals[-1].items() if k.startswith("heldout")} if evals else {})}
 
 
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency; without it the run still trains
-        log.warning("tensorboard is not installed: no TensorBoard scalars")
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
+# 5. checkpoints: the shared loop's (factory/trainers/checkpoints.py) -------------------------------
+
+def save_checkpoint(out: str, step: int, model: SyncNet, opt, history: list[dict], cfg: SyncNetTrainConfig) -> str:
+    """out/checkpoints/step-NNNNNNNN/{model.safetensors, trainer.pt}, complete or absent; the
+    newest `keep_checkpoints` are kept."""
+    return checkpoints.save_checkpoint(out, step, model, {
+        "step": step, "optimizer": opt.state_dict(), "history": history, "config": to_dict(cfg)}, cfg.keep_checkpoints)
 
 
-# 5. checkpoints: out/checkpoints/step-NNNNNNNN/{model/, trainer.pt} -----------------------------------
-
-def save_checkpoint(out: Path, step: int, model: SyncNet, opt, history: list[dict], cfg: SyncNetTrainConfig) -> Path:
-    root = out / "checkpoints"
-    final = root / f"step-{step:08d}"
-    tmp = root / f"step-{step:08d}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "model")
-    torch.save({"step": step, "optimizer": opt.state_dict(), "history": history, "config": to_dict(cfg)},
-               tmp / "trainer.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)  # a checkpoint is complete or absent
-    for old in sorted(root.glob("step-????????"))[:-cfg.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+def latest_checkpoint(out: str) -> str | None:
+    return checkpoints.latest_checkpoint(out)
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted((out / "checkpoints").glob("step-????????"))
-    return done[-1] if done else None
-
-
-def load_checkpoint(path: Path, model: SyncNet, opt, cfg: SyncNetTrainConfig) -> tuple[int, list[dict]]:
-    from safetensors.torch import load_file
-
-    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+def load_checkpoint(path: str, model: SyncNet, opt, cfg: SyncNetTrainConfig) -> tuple[int, list[dict]]:
+    state = checkpoints.load_trainer_state(path)
     saved_model = state["config"].get("model")
     if saved_model != to_dict(cfg.model):
-        raise ConfigError(f"{path} was trained with another model config; use a new `out` "
+        raise ConfigError(f"{storage.redact(str(path))} was trained with another model config; use a new `out` "
                           f"(saved {saved_model}, now {to_dict(cfg.model)})")
-    model.load_state_dict(load_file(str(path / "model" / "model.safetensors")))
-    model.to(next(model.parameters()).device)
+    # checkpoints written before the shared layout hold the weights in a save_pretrained model/ folder
+    old = storage.join(path, "model")
+    checkpoints.load_model_weights(old if storage.isfile(storage.join(old, checkpoints.MODEL_FILE)) else path, model)
     opt.load_state_dict(state["optimizer"])
     return int(state["step"]), list(state["history"])
 
@@ -332,8 +317,12 @@ def run_training(cfg: SyncNetTrainConfig) -> dict[str, Any]:
     """`factory train-syncnet`: train locally or under Ray Train; returns out/metrics.json's content."""
     if cfg.executor == "local":
         return train(cfg)
+    from dataclasses import replace
+
     from factory.trainers.ray_train import run_with_ray_train
 
-    run_with_ray_train(_ray_worker_loop, to_dict(cfg), Path(cfg.out) / "ray", "syncnet",
+    # as loop.run_training: the worker's working folder is not this one; a URL stays a URL (no Path())
+    out = cfg.out if storage.is_url(cfg.out) else str(Path(cfg.out).resolve())
+    run_with_ray_train(_ray_worker_loop, to_dict(replace(cfg, out=out)), storage.join(out, "ray"), "syncnet",
                        use_gpu=(cfg.device or "").startswith("cuda") or (cfg.device is None and torch.cuda.is_available()))
-    return json.loads((Path(cfg.out) / "metrics.json").read_text())
+    return json.loads(storage.read_text(storage.join(out, "metrics.json")))
