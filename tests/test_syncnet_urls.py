@@ -110,3 +110,16 @@ def test_a_checkpoint_of_the_earlier_layout_still_resumes(tmp_path):
     # the next checkpoint is in the shared layout, and the older is kept (keep_checkpoints=2)
     new = save_checkpoint(cfg.out, 6, fresh, torch.optim.AdamW(fresh.parameters()), [], cfg)
     assert (Path(new) / "model.safetensors").is_file() and latest_checkpoint(cfg.out) == new and old.is_dir()
+
+
+def test_ray_train_with_a_url_out_is_refused_before_anything_is_made(tmp_path, monkeypatch, capsys):
+    """Until factory/trainers/ray_train.py keeps a URL for Ray's run folder (it resolves it as a
+    local Path), executor=ray with a URL `out` exits 2 naming the key, and makes no `memory:` folder."""
+    from factory.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = str(Path(__file__).parents[1] / "configs" / "syncnet_cpu.yaml")
+    assert main(["train-syncnet", config, "executor=ray", "out=memory://nowhere/syncnet"]) == 2
+    err = capsys.readouterr().err
+    assert "executor=ray" in err and "out=memory://nowhere/syncnet" in err
+    assert list(tmp_path.iterdir()) == []

@@ -85,6 +85,12 @@ def load_train_config(path: str | Path | None, overrides=()) -> SyncNetTrainConf
         raise ConfigError(f"config key 'executor': 'local' or 'ray', not {cfg.executor!r}")
     if cfg.batch_size < 2 or cfg.batch_size % 2:
         raise ConfigError("config key 'batch_size' must be an even number >= 2")
+    if cfg.executor == "ray":
+        from factory.storage import refuse_urls
+
+        # ray_train.run_with_ray_train resolves its run folder with Path(): a URL would become a
+        # local `s3:` folder (the shared loop's launch keeps URLs; this one does not yet)
+        refuse_urls({"out": cfg.out}, "the SyncNet trainer under Ray Train (executor=ray)")
     return cfg
 
 
