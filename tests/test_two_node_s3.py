@@ -6,6 +6,7 @@ node is killed mid-run resumes to the same samples."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,11 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ON_RAY = [o for o in FINISHED_RUN if not o.startswith("executor.kind")] + ["executor.kind=ray"]
 
 
-@pytest.fixture(scope="module")
-def reference(finished_run):
-    return fates(finished_run)
-
-
 def factory(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(factory_command(*args), env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
@@ -41,16 +37,20 @@ def wait_for_clips(out: str, process: subprocess.Popen, timeout: float = 600) ->
 
 
 @pytest.mark.slow
-def test_the_demo_on_two_nodes_and_s3_verifies_and_survives_a_worker_node_kill(talking_videos, reference):
+def test_the_demo_on_two_nodes_and_s3_verifies_and_survives_a_worker_node_kill(talking_videos, tmp_path):
     with s3_server() as endpoint, s3_environment(endpoint):
         aws = {**TEST_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
         bucket = make_bucket("rig")
         for video in sorted(Path(talking_videos).iterdir()):  # the inputs live in the bucket too
             storage.upload(video, f"{bucket}/input/{video.name}")
+        inputs = ["input.demo=false", f"input.paths=[{bucket}/input]"]
+        # the reference: the same inputs (a video's key hashes its URL), in-process, out on local disk
+        local = factory(*run_args(tmp_path / "local", *FINISHED_RUN, *inputs), "-q", env={**os.environ, **aws})
+        assert local.returncode == 0, local.stderr[-3000:]
+        reference = fates(tmp_path / "local")
         with ray_head(num_cpus=1, env=aws) as head, ray_node(head, num_cpus=1) as node:
             assert len(alive_nodes(head)) == 2
-            overrides = [*ON_RAY, f"executor.address={head.address}", "input.demo=false",
-                         f"input.paths=[{bucket}/input]"]
+            overrides = [*ON_RAY, f"executor.address={head.address}", *inputs]
 
             out = f"{bucket}/two-node"
             done = factory(*run_args(out, *overrides), "-q", env=head.env)
