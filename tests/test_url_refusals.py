@@ -1,5 +1,6 @@
-"""The commands and keys that still need local files (refilter, eval, model weights) refuse a URL: exit 2, one line saying what works on URLs, and nothing made (no local
-folder named `memory:` or `s3:`). Runs, clip stores, verify and report take URLs
+"""The commands and keys that still need local files (refilter, eval, model weights) refuse a
+URL: exit 2, one line saying what works on URLs, and nothing made (no local folder named
+`memory:` or `s3:`). Runs, clip stores, verify and report take URLs
 (tests/test_object_run.py)."""
 
 from __future__ import annotations
