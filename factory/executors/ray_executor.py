@@ -251,61 +251,90 @@ class RayExecutor:
         inbox: list[deque] = [deque() for _ in segments]  # (batch, attempt) waiting for an actor
         buffer: list[list[Record]] = [[] for _ in segments]  # records collecting into a batch
         load = [[0] * len(pool) for pool in pools]
-        inflight: dict = {}  # ref -> (segment, actor index, batch, attempt)
+        inflight: dict = {}  # ref -> (segment, actor index, batch, attempt, actor)
+        # replacements of dead actors, not yet placed: they get no batch until ready, since a
+        # cluster that lost a node may have no room for them (the survivors then do the work)
+        warming: dict = {}  # readiness ref -> (segment, actor index)
         exhausted = False
+
+        def free_slots(i: int) -> list[int]:
+            busy = {a for seg, a in warming.values() if seg == i}
+            return [a for a in range(len(load[i])) if a not in busy and load[i][a] < IN_FLIGHT_PER_ACTOR]
 
         def upstream_idle(i: int) -> bool:
             return exhausted and all(not inbox[j] and not buffer[j] for j in range(i)) and \
                 not any(seg < i for seg, *_ in inflight.values())
 
-        while True:
-            while not exhausted and len(inbox[0]) < IN_FLIGHT_PER_ACTOR * len(pools[0]):
-                batch = list(islice(source, segments[0].batch_size))
-                if batch:
-                    inbox[0].append((batch, 0))
-                else:
-                    exhausted = True
-            for i in range(1, n):
-                if buffer[i] and upstream_idle(i):
-                    inbox[i].append((buffer[i], 0))
-                    buffer[i] = []
-            for i in reversed(range(n)):
-                while inbox[i] and min(load[i]) < IN_FLIGHT_PER_ACTOR:
-                    a = min(range(len(load[i])), key=load[i].__getitem__)
-                    batch, attempt = inbox[i].popleft()
-                    seg = segments[i]
-                    inflight[pools[i][a].run.remote(seg.id, seg.ref, batch)] = (i, a, batch, attempt)
-                    load[i][a] += 1
-            if not inflight:
-                if exhausted and not any(inbox) and not any(buffer):
-                    return
-                continue
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
-            i, a, batch, attempt = inflight.pop(ref)
-            load[i][a] -= 1
-            try:
-                out = ray.get(ref)
-                self._timeline.add(segments[i].name, sum(not r.rejected for r in batch))
-            except (RayActorError, WorkerCrashedError, RayTaskError) as exc:
-                out = self._on_failure(exc, segments[i], pools[i], a, batch, attempt, inbox[i])
-            for record in out:
-                if record.rejected or i == n - 1:
-                    yield record
-                else:
-                    buffer[i + 1].append(record)
-            if i + 1 < n:
-                size = segments[i + 1].batch_size
-                while len(buffer[i + 1]) >= size:
-                    inbox[i + 1].append((buffer[i + 1][:size], 0))
-                    buffer[i + 1] = buffer[i + 1][size:]
+        try:
+            while True:
+                while not exhausted and len(inbox[0]) < IN_FLIGHT_PER_ACTOR * len(pools[0]):
+                    batch = list(islice(source, segments[0].batch_size))
+                    if batch:
+                        inbox[0].append((batch, 0))
+                    else:
+                        exhausted = True
+                for i in range(1, n):
+                    if buffer[i] and upstream_idle(i):
+                        inbox[i].append((buffer[i], 0))
+                        buffer[i] = []
+                for i in reversed(range(n)):
+                    while inbox[i] and (slots := free_slots(i)):
+                        a = min(slots, key=load[i].__getitem__)
+                        batch, attempt = inbox[i].popleft()
+                        seg = segments[i]
+                        inflight[pools[i][a].run.remote(seg.id, seg.ref, batch)] = (i, a, batch, attempt, pools[i][a])
+                        load[i][a] += 1
+                if not inflight:
+                    if exhausted and not any(inbox) and not any(buffer):
+                        return  # done, even with a replacement still waiting for room
+                    if not warming:
+                        continue
+                [ref], _ = ray.wait([*inflight, *warming], num_returns=1)
+                if ref in warming:
+                    i, a = warming.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except (RayActorError, WorkerCrashedError):  # died before it was placed: another one
+                        warming[self._replace(segments[i], pools[i], a).__ray_ready__.remote()] = (i, a)
+                    continue
+                i, a, batch, attempt, actor = inflight.pop(ref)
+                load[i][a] -= 1
+                try:
+                    out = ray.get(ref)
+                    self._timeline.add(segments[i].name, sum(not r.rejected for r in batch))
+                except (RayActorError, WorkerCrashedError, RayTaskError) as exc:
+                    if isinstance(exc, (RayActorError, WorkerCrashedError)) and pools[i][a] is actor:
+                        # the first of its batches to fail replaces it (its other batches fail too)
+                        warming[self._replace(segments[i], pools[i], a).__ray_ready__.remote()] = (i, a)
+                    out = self._on_failure(exc, segments[i], batch, attempt, inbox[i])
+                for record in out:
+                    if record.rejected or i == n - 1:
+                        yield record
+                    else:
+                        buffer[i + 1].append(record)
+                if i + 1 < n:
+                    size = segments[i + 1].batch_size
+                    while len(buffer[i + 1]) >= size:
+                        inbox[i + 1].append((buffer[i + 1][:size], 0))
+                        buffer[i + 1] = buffer[i + 1][size:]
+        finally:  # replacements never placed (no room left on the cluster) leave the pools
+            for i, actor in [(i, pools[i][a]) for i, a in warming.values()]:
+                if ray.is_initialized():
+                    ray.kill(actor)
+                pools[i].remove(actor)
+                if actor in self._pools.get(segments[i].shape, []):
+                    self._pools[segments[i].shape].remove(actor)
 
-    def _on_failure(self, exc, segment, pool, a, batch, attempt, inbox) -> list[Record]:
+    def _replace(self, segment, pool, a):
+        """A new actor in the dead one's place (in this map's pool and the shared pools)."""
+        dead, pool[a] = pool[a], self._actor(segment)
+        shared = self._pools[segment.shape]
+        if dead in shared:
+            shared[shared.index(dead)] = pool[a]
+        return pool[a]
+
+    def _on_failure(self, exc, segment, batch, attempt, inbox) -> list[Record]:
         """A worker died or raised past the stage's own guard: retry, then record the failure."""
-        if isinstance(exc, (RayActorError, WorkerCrashedError)):
-            dead, pool[a] = pool[a], self._actor(segment)  # the dead actor's replacement
-            shared = self._pools[segment.shape]
-            if dead in shared:
-                shared[shared.index(dead)] = pool[a]
         if attempt < self.cfg.max_retries:
             log.warning("stage '%s' failed on a batch (attempt %d), retrying: %s", segment.name, attempt + 1, exc)
             inbox.appendleft((batch, attempt + 1))
