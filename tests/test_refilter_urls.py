@@ -2,10 +2,14 @@
 by the object-store protocol, refiltered looser and tighter, keeps the same keys with the same
 fates as the local refilter of the same run on disk; the run's own shard objects are untouched,
 only the view the manifest names stays, `verify` is clean after each; a refilter stopped at each
-of its fault points leaves a manifest that verifies, and a rerun finishes it."""
+of its fault points (raised in this process on memory://, a SIGKILL of the process on the local S3
+server) leaves a manifest that verifies, and a rerun finishes it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from manifests.object_commit import read_records, Store
 from manifests.reader import iter_pairs
 from manifests.table import read_table
 from manifests.verify import verify
-from tests.cli import CONFIG, FINISHED_RUN, run_factory
+from tests.cli import CONFIG, FINISHED_RUN, factory_command, run_factory
 
 URL = "memory://refilter-tests/run"
 LOOSE = "filters.mouth_distance.min_lmd=0"
@@ -145,3 +149,26 @@ def test_a_url_that_is_no_run_is_refused_and_nothing_is_made(tmp_path, monkeypat
     assert main(["refilter", "memory://refilter-tests/nothing-here", LOOSE]) == 2
     assert "finish `factory run`" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [] and not storage.exists("memory://refilter-tests/nothing-here")
+
+
+@pytest.mark.slow
+def test_a_refilter_killed_on_s3_verifies_and_a_rerun_finishes(s3_bucket, talking_videos, run_threshold,
+                                                               local_run):
+    """The same on the local S3 server, each stop a real SIGKILL of a `factory refilter` process."""
+    url = f"{s3_bucket}/run"
+    config = str(Path(CONFIG).resolve())
+    assert run_factory(url, *FINISHED_RUN, run_threshold, videos=talking_videos, config=config) == 0
+    run_objects = objects(url, "shards")
+    for i, point in enumerate(REFILTER_FAULT_POINTS):
+        change = f"filters.mouth_distance.min_lmd={cut_between(url, 0.2 + 0.25 * i)}"
+        killed = subprocess.run(factory_command("refilter", url, change), capture_output=True, text=True,
+                                env={**os.environ, "FACTORY_FAULTS": f"{point}=kill"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert verify(url)[0] == []
+        assert main(["refilter", url, change]) == 0
+        assert main(["refilter", str(local_run), change]) == 0
+        assert fates(url) == fates(local_run) and kept_keys(url) == kept_keys(local_run)
+        assert verify(url)[0] == [] and main(["verify", url]) == 0
+    assert objects(url, "shards") == run_objects
+    view = storage.parent(read_manifest(storage.join(url, "manifest.json"))["table"])
+    assert {n.rsplit("/", 1)[0] for n in objects(url, "views")} == {view}
