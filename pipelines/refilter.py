@@ -163,7 +163,7 @@ def build_object_view(out: str, tag: str, entries: dict[str, dict], kept: list[s
     Without one, what a killed attempt left under views/<tag>/ is deleted and the view rebuilt."""
     view = f"{VIEWS}/{tag}"
     if storage.isfile(storage.join(out, view, TABLE)):
-        return [_object_shard_entry(out, rel, storage.read_bytes(storage.join(out, rel)))
+        return [_object_shard_entry(rel, storage.read_bytes(storage.join(out, rel)))
                 for rel in _view_shards(out, view)]
     storage.remove(storage.join(out, view))
     buffers: dict[str, io.BytesIO] = {}
@@ -173,7 +173,7 @@ def build_object_view(out: str, tag: str, entries: dict[str, dict], kept: list[s
     def publish(rel: str) -> None:  # ShardWriter's post: the tar is closed, its bytes are whole
         data = buffers.pop(rel).getvalue()
         storage.put_bytes(storage.join(out, rel), data)
-        shards.append(_object_shard_entry(out, rel, data))
+        shards.append(_object_shard_entry(rel, data))
         for key in _tar_keys(data):
             rows[key]["shard"] = rel
 
@@ -195,7 +195,7 @@ def _view_shards(out: str, view: str) -> list[str]:
     return [f"{view}/{storage.name(url)}" for url in storage.ls(root) if storage.name(url).endswith(".tar")]
 
 
-def _object_shard_entry(out: str, rel: str, data: bytes) -> dict[str, Any]:
+def _object_shard_entry(rel: str, data: bytes) -> dict[str, Any]:
     """manifests.format.shard_entry of a shard held in memory."""
     return {"url": rel, "nsamples": len(_tar_keys(data)), "filesize": len(data),
             "md5sum": hashlib.md5(data).hexdigest()}
