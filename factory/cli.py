@@ -104,17 +104,17 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("-q", "--quiet", action="store_true",
                          help="no progress bars, and only warnings and errors logged")
     refilter = command("refilter")
-    refilter.add_argument("out", help="the run's output directory")
+    refilter.add_argument("out", help="the run's output directory, or its URL (s3://...)")
     refilter.add_argument("overrides", nargs="*", help="filters.key=value, e.g. filters.identity.min_csim=0.9")
     verify = command("verify")
-    verify.add_argument("out", help="the run's output directory")
+    verify.add_argument("out", help="the run's output directory, or its URL (s3://...)")
     evaluate = command("eval")
     evaluate.add_argument("target", nargs="?", help="a finished run's folder or its manifest.json "
                           "(or give eval.generated=DIR eval.reference=DIR)")
     evaluate.add_argument("overrides", nargs="*", help="eval.key=value, e.g. eval.out=eval.json")
     evaluate.add_argument("--config", help="YAML file with an `eval:` section")
     report = command("report")
-    report.add_argument("out", help="the run's output directory")
+    report.add_argument("out", help="the run's output directory, or its URL (s3://...)")
     report.add_argument("-o", "--output", help="where to write it (default OUT/report.html)")
     report.add_argument("--pairs", type=int, default=12, help="kept pairs in the gallery (default 12)")
     syncnet = command("train-syncnet")
@@ -183,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _refuse_url_arguments(args: argparse.Namespace) -> None:
     """Paths given as arguments (not overrides) that still must be local: a config file, and the
-    outputs of refilter, eval and dub (run, ingest, pairs, verify, report and the trainers take URLs)."""
+    outputs of eval and dub (run, ingest, pairs, verify, report, refilter and the trainers take URLs)."""
     from factory.storage import refuse_urls
 
     names = ("config", "target", "video", "audio", "checkpoint")
-    if args.command not in ("verify", "report"):
+    if args.command not in ("verify", "report", "refilter"):
         names += ("out", "output")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None)}
     if args.command == "eval":  # its overrides name manifests, videos and the report: all read locally
@@ -338,10 +338,12 @@ def refilter_command(out: str, overrides: list[str]) -> int:
     from pathlib import Path
 
     from factory.out_lock import hold_output
+    from factory.storage import is_url
     from pipelines.refilter import refilter
 
     try:  # not beside a run still writing; a path that is no run folder: refilter says so, nothing is made
-        with hold_output(out) if (Path(out) / "state").is_dir() else nullcontext():
+        locked = is_url(out) or (Path(out) / "state").is_dir()  # a URL's lock is a local file: nothing made there
+        with hold_output(out) if locked else nullcontext():
             summary = refilter(out, overrides)
     except ConfigError as exc:
         print(f"factory: {exc}", file=sys.stderr)

@@ -300,10 +300,10 @@ def upload_tree(folder: str | os.PathLike, path: str | os.PathLike, last: str | 
     return len(files)
 
 
-# -- what is not on URLs yet (model weights, refilter, eval, the SyncNet trainer under Ray Train) ---------------------------------------------------------------------
+# -- what is not on URLs yet (model weights, refine, eval, dub, the SyncNet trainer under Ray Train) ---------------------------------------------------------------------
 
 NOT_YET = ("object storage is not supported yet for {what} ({key}={url}); URLs work for runs, clip stores, "
-           "inputs, verify, report and training (pair data read from them, loop.out checkpoints to them): "
+           "inputs, verify, report, refilter and training (pair data read from them, loop.out checkpoints to them): "
            "give a local path")
 
 

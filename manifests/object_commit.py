@@ -45,7 +45,7 @@ from factory import storage
 from factory.faults import fault_point
 from factory.records import Record
 from manifests.format import json_text, manifest_json
-from manifests.ledger import ledger_entry
+from manifests.ledger import is_retried, ledger_entry
 from manifests.writer import FIXED_MTIME, KEPT, REJECTED
 
 SHARDS, COMMITS, MANIFEST = "shards", "commits", "manifest.json"
@@ -250,7 +250,8 @@ class ObjectShardSink:
         state = recover(self.store, repair=True)
         self.records, self.orphans = state.records, state.orphans
         self.repaired = state.repaired  # damaged committed shards, dropped: their samples get redone
-        self.keys = {s["key"]: s for r in self.records.values() for s in r["samples"]}
+        # a sample whose worker died is recorded but retried, as the local ledger does on reloading
+        self.keys = {s["key"]: s for r in self.records.values() for s in r["samples"] if not is_retried(s)}
         self.attempt = attempt or uuid.uuid4().hex[:12]  # unique per attempt: no two writers share a name
         self.maxcount, self.maxsize = maxcount, maxsize
         self._writers: dict[str, wds.ShardWriter] = {}

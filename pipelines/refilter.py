@@ -10,43 +10,59 @@ Crash safety: the view (its shards and its table) is built under `views/<tag>.pa
 renamed when complete; then `manifest.json`, which names the view's shards and table, is replaced
 atomically: that is the commit. A refilter killed at any point leaves a manifest that verifies
 (the old one or the new one), and running it again finishes the job.
+
+`OUT` may be an fsspec URL (a run made with `out=s3://...`, manifests/object_commit.py). Its
+ledger is then the commit records' sample entries, and there is no rename: each view shard is one
+object (one PUT) under `views/<tag>/`, the view's table is written after them, so a view whose
+table exists is complete (a view is deleted table first); `manifest.json`, one PUT, last, is the
+commit. The tag is the thresholds' and the run shards' hash, so a rerun after a kill rewrites the
+same names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import webdataset as wds
 
+from factory import storage
 from factory.config import ConfigError, save_config
 from factory.faults import fault_point
 from filters.registry import filter_specs, filter_thresholds, judge
 from factory.files import atomic_path, fsync_dir, fsync_file
 from manifests.format import read_manifest, shard_entry, write_json_atomic, write_manifest
-from manifests.ledger import Ledger
+from manifests.ledger import Ledger, is_retried
+from manifests.object_commit import Store, manifest_entry, read_records
+from manifests.reader import shard_samples
 from manifests.table import write_table
-from manifests.writer import FIXED_MTIME, KEPT, PARTIAL, read_shard_log, tar_keys
+from manifests.writer import FIXED_MTIME, KEPT, PARTIAL, read_shard_log, safe_member, tar_keys
 from pipelines.settings import FactoryConfig, load_factory_config
 
 TABLE = "samples.parquet"
+VIEWS = "views"
 
 
-def load_refilter_config(out: Path, overrides: list[str]) -> tuple[FactoryConfig, FactoryConfig]:
+def load_refilter_config(out: Path | str, overrides: list[str]) -> tuple[FactoryConfig, FactoryConfig]:
     """(the run's config, the run's config with the new thresholds)."""
-    if not (out / "manifest.json").is_file():
+    if not storage.isfile(storage.join(out, "manifest.json")):
         raise ConfigError(f"{out} has no manifest.json: finish `factory run` before refiltering")
     for item in overrides:
         if not item.split("=", 1)[0].strip().startswith("filters."):
             raise ConfigError(f"refilter changes only filters.* thresholds, not {item!r}: "
                               "other settings shape the samples and need `factory run`")
-    run_cfg = load_factory_config(out / "config.yaml")
-    cfg = load_factory_config(out / "config.yaml", overrides)
+    if not storage.isfile(storage.join(out, "config.yaml")):
+        raise ConfigError(f"{out} has no config.yaml: not a run's output")
+    with storage.local_file(storage.join(out, "config.yaml")) as config:  # the config loader reads local files
+        run_cfg = load_factory_config(config)
+        cfg = load_factory_config(config, overrides)
     ran = {spec.name for spec in filter_specs() if getattr(run_cfg.filters, spec.name).enabled}
     for name in (spec.name for spec in filter_specs()):
         if getattr(cfg.filters, name).enabled and name not in ran:
@@ -76,22 +92,53 @@ def rejudge(entries: dict[str, dict], rules: list) -> tuple[dict[str, dict], lis
     return new, sorted(kept), lost
 
 
+# -- what the run recorded: (ledger entries by key, its kept shards, its rejected shards) ----------
+
+def local_run(out: Path) -> tuple[dict[str, dict], list[dict], list[dict]]:
+    shards = read_shard_log(out / "state" / "shards.jsonl")
+    run_kept = [e for e in shards.values() if Path(e["url"]).name.startswith(f"{KEPT}-")]
+    ledger = Ledger(out / "state" / "ledger.jsonl")
+    ledger.close()
+    return ledger.entries, run_kept, [e for e in shards.values() if e not in run_kept]
+
+
+def object_run(out: str) -> tuple[dict[str, dict], list[dict], list[dict]]:
+    """The same from the commit records (read only: `recover` deletes, and is the run driver's)."""
+    records = read_records(Store(out))
+    entries = {}
+    for record in records.values():
+        for sample in record["samples"]:
+            if not is_retried(sample):  # as the local ledger reads itself: a dead worker's line is no fate
+                entries[sample["key"]] = sample
+    shards = [(name, manifest_entry(r)) for name, r in sorted(records.items()) if r["object"] is not None]
+    run_kept = [e for name, e in shards if name.startswith(f"{KEPT}-")]
+    return entries, run_kept, [e for name, e in shards if not name.startswith(f"{KEPT}-")]
+
+
+# -- the view -------------------------------------------------------------------------------------
+
+def copy_kept(out: Path | str, entries: dict[str, dict], kept: list[str], sink: wds.ShardWriter,
+              stamp: dict[str, Any]) -> None:
+    """The kept samples, read out of the run's shards (local files or objects), into `sink`."""
+    wanted = set(kept)
+    for rel in sorted({entries[k]["shard"] for k in kept}):
+        for sample in shard_samples([str(storage.child(out, rel))]):
+            if sample["__key__"] in wanted:
+                sink.write(_restamp(sample, stamp))
+
+
 def build_view(out: Path, tag: str, entries: dict[str, dict], kept: list[str], maxcount: int,
                stamp: dict[str, Any]) -> Path:
     """views/<tag>/: the kept samples copied out of the run's shards, and the table of every
     entry's new fate. Built under `.partial` and renamed whole, so a view that exists is complete."""
-    view = out / "views" / tag
+    view = out / VIEWS / tag
     if view.is_dir():
         return view
     partial = view.with_name(tag + PARTIAL)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    wanted = set(kept)
     with wds.ShardWriter(str(partial / f"{KEPT}-%06d.tar"), maxcount=maxcount, verbose=0, mtime=FIXED_MTIME) as sink:
-        for url in sorted({entries[k]["shard"] for k in kept}):
-            for sample in wds.WebDataset(str(out / url), shardshuffle=False, empty_check=False):
-                if sample["__key__"] in wanted:
-                    sink.write(_restamp(sample, stamp))
+        copy_kept(out, entries, kept, sink, stamp)
     rows = {key: dict(entry) for key, entry in entries.items()}
     for tar in sorted(partial.glob("*.tar")):
         fsync_file(tar)
@@ -105,6 +152,66 @@ def build_view(out: Path, tag: str, entries: dict[str, dict], kept: list[str], m
     return view
 
 
+def local_view_shards(out: Path, view: Path) -> list[dict[str, Any]]:
+    return [shard_entry(p, len(tar_keys(p)[0]), out) for p in sorted(view.glob("*.tar"))]
+
+
+def build_object_view(out: str, tag: str, entries: dict[str, dict], kept: list[str], maxcount: int,
+                      stamp: dict[str, Any]) -> list[dict[str, Any]]:
+    """build_view on object storage; the view's shards as manifest entries. Each tar is built in
+    memory and written as one object; the table goes last, so a view with a table is complete.
+    Without one, what a killed attempt left under views/<tag>/ is deleted and the view rebuilt."""
+    view = f"{VIEWS}/{tag}"
+    if storage.isfile(storage.join(out, view, TABLE)):
+        return [_object_shard_entry(rel, storage.read_bytes(storage.join(out, rel)))
+                for rel in _view_shards(out, view)]
+    storage.remove(storage.join(out, view))
+    buffers: dict[str, io.BytesIO] = {}
+    shards: list[dict[str, Any]] = []
+    rows = {key: dict(entry) for key, entry in entries.items()}
+
+    def publish(rel: str) -> None:  # ShardWriter's post: the tar is closed, its bytes are whole
+        data = buffers.pop(rel).getvalue()
+        storage.put_bytes(storage.join(out, rel), data)
+        shards.append(_object_shard_entry(rel, data))
+        for key in _tar_keys(data):
+            rows[key]["shard"] = rel
+
+    def open_buffer(rel: str) -> io.BytesIO:
+        buffers[rel] = io.BytesIO()
+        return buffers[rel]
+
+    with wds.ShardWriter(f"{view}/{KEPT}-%06d.tar", maxcount=maxcount, verbose=0, mtime=FIXED_MTIME,
+                         opener=open_buffer, post=publish) as sink:
+        copy_kept(out, entries, kept, sink, stamp)
+    fault_point("refilter_view")
+    write_table(storage.join(out, view, TABLE), list(rows.values()))  # last: the view is complete
+    return shards
+
+
+def _view_shards(out: str, view: str) -> list[str]:
+    """The tars under views/<tag>/, relative to the run."""
+    root = storage.join(out, view)
+    return [f"{view}/{storage.name(url)}" for url in storage.ls(root) if storage.name(url).endswith(".tar")]
+
+
+def _object_shard_entry(rel: str, data: bytes) -> dict[str, Any]:
+    """manifests.format.shard_entry of a shard held in memory."""
+    return {"url": rel, "nsamples": len(_tar_keys(data)), "filesize": len(data),
+            "md5sum": hashlib.md5(data).hexdigest()}
+
+
+def _tar_keys(data: bytes) -> list[str]:
+    """manifests.writer.tar_keys of a tar's bytes: its sample keys, in order."""
+    keys: dict[str, None] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            if not safe_member(member.name):
+                raise ValueError(f"unsafe member name {member.name!r} in a view shard")
+            keys.setdefault(member.name.partition(".")[0])
+    return list(keys)
+
+
 def _restamp(sample: dict, stamp: dict[str, Any]) -> dict:
     sample = {k: v for k, v in sample.items() if k not in ("__url__", "__local_path__")}
     meta = json.loads(sample["meta.json"])
@@ -115,42 +222,52 @@ def _restamp(sample: dict, stamp: dict[str, Any]) -> dict:
     return sample
 
 
+# -- the whole refilter -----------------------------------------------------------------------------
+
 def refilter(out: str | Path, overrides: list[str]) -> dict[str, Any]:
-    out = Path(out)
+    remote = storage.is_url(out)
+    out = str(out).rstrip("/") if remote else storage.local(out)
+    storage.forget_listings(out)  # s3fs's cached listings: see what the run wrote since
     run_cfg, cfg = load_refilter_config(out, overrides)
     rules = filter_thresholds(cfg.filters)
-    shards = read_shard_log(out / "state" / "shards.jsonl")
-    run_kept = [e for e in shards.values() if Path(e["url"]).name.startswith(f"{KEPT}-")]
-    run_rejected = [e for e in shards.values() if e not in run_kept]
-
-    ledger = Ledger(out / "state" / "ledger.jsonl")
-    ledger.close()
-    entries, kept, lost = rejudge(ledger.entries, rules)
+    recorded, run_kept, run_rejected = object_run(out) if remote else local_run(out)
+    entries, kept, lost = rejudge(recorded, rules)
     stamp = {"thresholds": {name: {k: list(v) for k, v in rule.items()} for name, rule in rules}}
-    tag = hashlib.sha1(json.dumps([stamp, sorted(e["md5sum"] for e in shards.values())],
+    tag = hashlib.sha1(json.dumps([stamp, sorted(e["md5sum"] for e in run_kept + run_rejected)],
                                   sort_keys=True).encode()).hexdigest()[:12]
-    view = build_view(out, tag, entries, kept, cfg.write.shard_maxcount, stamp)
-
-    view_shards = [shard_entry(p, len(tar_keys(p)[0]), out) for p in sorted(view.glob("*.tar"))]
-    summary = _summary(out, entries, kept, lost, stamp)
+    if remote:
+        view_shards = build_object_view(out, tag, entries, kept, cfg.write.shard_maxcount, stamp)
+    else:
+        view_shards = local_view_shards(out, build_view(out, tag, entries, kept, cfg.write.shard_maxcount, stamp))
+    table = f"{VIEWS}/{tag}/{TABLE}"
+    manifest = storage.child(out, "manifest.json")
+    summary = _summary(manifest, entries, kept, lost, stamp)
     fault_point("refilter_manifest")
     # the manifest is the commit point: it names the view's shards and the view's table
-    write_manifest(out / "manifest.json", view_shards, cfg.to_dict(), summary, run_rejected, run_kept,
-                   table=(view / TABLE).relative_to(out).as_posix(),
-                   sample_format=read_manifest(out / "manifest.json").get("sample_format", 1))  # bytes as they were
+    write_manifest(manifest, view_shards, cfg.to_dict(), summary, run_rejected, run_kept, table=table,
+                   sample_format=read_manifest(manifest).get("sample_format", 1))  # bytes as they were
     fault_point("refilter_committed")
-    with atomic_path(out / TABLE) as tmp:  # the usual place, for people and scripts
-        shutil.copyfile(view / TABLE, tmp)
-    write_json_atomic(out / "summary.json", summary)
-    save_config(cfg, out / "refilter.yaml")
-    for old in (out / "views").iterdir():  # views the manifest no longer points at
-        if old.name != tag:
-            shutil.rmtree(old, ignore_errors=True)
+    _copy_table(out, table)  # the usual place, for people and scripts
+    write_json_atomic(storage.child(out, "summary.json"), summary)
+    save_config(cfg, storage.child(out, "refilter.yaml"))
+    for old in storage.ls(storage.join(out, VIEWS)):  # views the manifest no longer points at
+        if storage.name(old) != tag:
+            storage.remove(storage.join(old, TABLE))  # the table first: a view with a table is whole
+            storage.remove(old)
     return summary
 
 
-def _summary(out: Path, entries: dict[str, dict], kept: list[str], lost: int, stamp: dict) -> dict[str, Any]:
-    summary = read_manifest(out / "manifest.json").get("stats", {})
+def _copy_table(out: Path | str, table: str) -> None:
+    if storage.is_url(out):
+        storage.put_bytes(storage.join(out, TABLE), storage.read_bytes(storage.join(out, table)))
+        return
+    with atomic_path(out / TABLE) as tmp:
+        shutil.copyfile(out / table, tmp)
+
+
+def _summary(manifest: Path | str, entries: dict[str, dict], kept: list[str], lost: int,
+             stamp: dict) -> dict[str, Any]:
+    summary = read_manifest(manifest).get("stats", {})
     reasons = Counter(e["reason"] for e in entries.values() if e["fate"] == "rejected")
     summary.update(pairs_written=len(kept), rejections=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
                    refilter={**stamp, "kept": len(kept), "would_pass_without_bytes": lost})

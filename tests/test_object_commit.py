@@ -250,3 +250,14 @@ def test_kill_at_point_then_resume_on_s3(s3_bucket, reference_prefix, fault):
 
 if __name__ == "__main__":
     publish(sys.argv[1])
+
+
+def test_a_sample_whose_worker_died_is_retried_by_the_next_run(mem):
+    sink = ObjectShardSink(mem, maxcount=MAXCOUNT, maxsize=10**9)
+    died = Record("pair-died", "pair", meta={"i": 0}).reject("worker_failed:RayActorError", "generate")
+    sink.reject(died)
+    sink.reject(Record("pair-bad", "pair", meta={"i": 1}).reject("no_face", "ingest"))
+    sink.close()
+    assert sink.done("pair-died")  # this run recorded it
+    resumed = ObjectShardSink(mem, maxcount=MAXCOUNT, maxsize=10**9)
+    assert not resumed.done("pair-died") and resumed.done("pair-bad")  # as the local ledger on reloading

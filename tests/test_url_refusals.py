@@ -1,7 +1,7 @@
-"""The commands and keys that still need local files (refilter, eval, model weights) refuse a
-URL: exit 2, one line saying what works on URLs, and nothing made (no local folder named
-`memory:` or `s3:`). Runs, clip stores, verify and report take URLs
-(tests/test_object_run.py)."""
+"""The commands and keys that still need local files (eval, model weights) refuse a URL: exit 2,
+one line saying what works on URLs, and nothing made (no local folder named `memory:` or `s3:`).
+Runs, clip stores, verify, report (tests/test_object_run.py), refilter
+(tests/test_refilter_urls.py) and train-syncnet (tests/test_syncnet_urls.py) take URLs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ CONFIGS = "configs"
 
 @pytest.mark.parametrize("args", [
     ["run", f"{CONFIGS}/demo.yaml", "out=runs/x", "generate.weights=s3://bucket/editor"],
-    ["refilter", "s3://bucket/run"],
     ["eval", "eval.manifest=s3://bucket/run/manifest.json"],
 ])
 def test_a_url_where_the_command_needs_local_files_is_refused(args, tmp_path, monkeypatch, capsys, request):
