@@ -41,13 +41,18 @@ def _shard_keys(path: Path, required: frozenset[str] = frozenset()) -> tuple[lis
         for member in tar.getmembers():
             if not safe_member(member.name) or not member.isfile():
                 problems.append(f"{path.name}: unsafe member {member.name!r}")
-    keys = []
+    keys: list[str] = []
     for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
-        keys.append(sample["__key__"])
-        missing = sorted(required - set(sample))
-        if missing:
-            problems.append(f"{path.name}: sample {sample['__key__']!r} lacks {', '.join(missing)}")
+        _note_sample(sample, path.name, required, keys, problems)
     return keys, problems
+
+
+def _note_sample(sample: dict, name: str, required: frozenset[str], keys: list[str], problems: list[str]) -> None:
+    """A sample's key, and the members it lacks (from sample format 2 on)."""
+    keys.append(sample["__key__"])
+    missing = sorted(required - set(sample))
+    if missing:
+        problems.append(f"{name}: sample {sample['__key__']!r} lacks {', '.join(missing)}")
 
 
 def _check_shard(out: Path, entry: dict, required: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
@@ -118,13 +123,10 @@ def _stream_keys(stream: _Hashing, name: str, required: frozenset[str]) -> tuple
                 yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": name}
             tar.members = []  # a stream: keep no member list
 
-    keys = []
+    keys: list[str] = []
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for sample in group_by_keys(files(tar)):
-            keys.append(sample["__key__"])
-            missing = sorted(required - set(sample))
-            if missing:
-                problems.append(f"{name}: sample {sample['__key__']!r} lacks {', '.join(missing)}")
+            _note_sample(sample, name, required, keys, problems)
     return keys, problems
 
 
