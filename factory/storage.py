@@ -53,6 +53,10 @@ def url_to_fs(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSyst
     if urlsplit(str(url)).password:
         raise ConfigError(f"{redact(url)}: credentials in a URL are refused; give them through the "
                           "filesystem's standard chain (environment variables, a profile, an instance role)")
+    if not str(url).startswith("memory://"):
+        # no cached listings: many processes (driver, workers) write one prefix, and a listing
+        # cached before another wrote an object would make it look absent (s3fs, gcsfs, adlfs)
+        storage_options.setdefault("use_listings_cache", False)
     return fsspec.core.url_to_fs(str(url), **storage_options)
 
 

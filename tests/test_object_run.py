@@ -31,6 +31,10 @@ def fates(out) -> list[tuple]:
                   for r in read_table(storage.join(str(out), "samples.parquet")))
 
 
+def kept(out) -> list[str]:
+    return [key for key, fate, *_ in fates(out) if fate == "kept"]
+
+
 def objects(url: str) -> list[str]:
     """Every object under the run's prefix, relative to it."""
     fs, root = storage.url_to_fs(url)
@@ -76,6 +80,11 @@ def test_a_run_on_memory_url_makes_the_local_runs_samples(talking_videos, refere
     # a rerun finds everything done: the same output, nothing added
     assert run_factory(out, *FINISHED_RUN, videos=talking_videos, config=config) == 0
     assert objects(out) == names and fates(out) == reference
+    # `factory pairs` from the clip store on the URL, into another URL: the same kept pairs
+    store = storage.join(out, "clips", next(n.split("/")[1] for n in names if n.startswith("clips/ingest-")))
+    again = "memory://factory-tests/pairs"
+    assert main(["pairs", config, f"clip_stores=[{store}]", f"out={again}", *FINISHED_RUN, "-q"]) == 0
+    assert kept(again) == kept(out) and verify(again)[0] == []
 
 
 @pytest.mark.slow
