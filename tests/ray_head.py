@@ -128,6 +128,16 @@ def alive_nodes(head: Head) -> list[dict]:
     return [n for n in nodes if n.get("state") == "ALIVE"]
 
 
+def actor_nodes(head: Head, class_name: str) -> set[str]:
+    """The nodes that ran actors of a class (live or dead), from the state API."""
+    import json
+
+    url = f"{head.dashboard}/api/v0/actors?limit=1000&detail=1"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        actors = json.load(reply)["data"]["result"]["result"]
+    return {a.get("node_id") or a.get("address", {}).get("node_id") for a in actors if a.get("class_name") == class_name}
+
+
 @contextmanager
 def ray_node(head: Head, num_cpus: int = 1, start_timeout: float = 180) -> Iterator[Node]:
     """`ray start --address HEAD` with a temp dir of its own, as a second machine would have."""

@@ -15,7 +15,7 @@ import pytest
 
 from factory import storage
 from tests.cli import FINISHED_RUN, factory_command, run_args
-from tests.ray_head import alive_nodes, ray_head, ray_node
+from tests.ray_head import actor_nodes, alive_nodes, ray_head, ray_node
 from tests.s3_server import TEST_CREDENTIALS, make_bucket, s3_environment, s3_server
 from tests.test_object_run import fates, objects, uncommitted
 
@@ -55,6 +55,7 @@ def test_the_demo_on_two_nodes_and_s3_verifies_and_survives_a_worker_node_kill(t
             out = f"{bucket}/two-node"
             done = factory(*run_args(out, *overrides), "-q", env=head.env)
             assert done.returncode == 0, done.stderr[-3000:]
+            assert actor_nodes(head, "StageWorker") >= {node.node_id}  # the second node did work
             assert fates(out) == reference
             checked = factory("verify", out, env=head.env)
             assert checked.returncode == 0 and "OK" in checked.stdout, checked.stdout + checked.stderr
@@ -64,7 +65,8 @@ def test_the_demo_on_two_nodes_and_s3_verifies_and_survives_a_worker_node_kill(t
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
                 wait_for_clips(out, run)
                 node.kill()
-                run.communicate(timeout=900)  # it may finish on the head alone, or stop: either way, resume
+                _, stderr = run.communicate(timeout=900)  # it may finish on the head alone, or stop: either way, resume
+            print(f"the run whose node was killed exited {run.returncode}; its last words: {stderr[-600:]}")
             resumed = factory(*run_args(out, *overrides), "-q", env=head.env)
             assert resumed.returncode == 0, resumed.stderr[-3000:]
             assert len(alive_nodes(head)) == 1
