@@ -54,6 +54,7 @@ BENCHES = [
     Bench("train", ["--run", "{run}", "--samples", "8", "--workers", "0"], 120),
     Bench("url_loader", ["--run", "{run}", "--samples", "8"], 150),
     Bench("object_commit", ["--samples", "32", "--repeats", "1"], 120),
+    Bench("object_run", ["--videos", "2", "--seconds", "4"], 300, default=False),  # two whole runs
     Bench("syncnet", ["--run", "{run}", "--steps", "8", "--clips", "1", "--frames", "30"], 150),
     Bench("decode", ["--frames", "125", "--repeats", "2"], 60),
     Bench("storage", ["--clips", "{clips}", "--pairs", "3", "--repeats", "1"], 120),
