@@ -163,7 +163,10 @@ def test_factory_run_with_the_trained_generator_writes_pairs(trained, tmp_path, 
     from manifests.reader import iter_pairs
 
     out = tmp_path / "out"
-    assert run_factory(out, *SMALL, LOCAL, *DIT, f"generate.weights={trained / 'final'}", videos=talking_videos) == 0
+    # the mouth-distance gate is off: MediaPipe finds the face of this briefly trained tiny DiT on
+    # 0-2 of the 8 pairs from run to run (2, 1, 2 here, 0 once in CI), and the gate is not what is tested
+    assert run_factory(out, *SMALL, LOCAL, *DIT, f"generate.weights={trained / 'final'}",
+                       "filters.mouth_distance.enabled=false", videos=talking_videos) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stats"]["pairs_written"] >= 1
     pair = next(iter(iter_pairs(out / "manifest.json")))
