@@ -126,11 +126,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
-def save_config(cfg: Any, path: str | Path) -> None:
-    """The settings as YAML at a local path (atomically) or a URL (one object)."""
-    from factory import storage  # it imports this module's ConfigError
-
-    storage.put_bytes(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def config_yaml(cfg: Any) -> str:
+    """The settings as the YAML a run saves (`storage.put_bytes(OUT/config.yaml, config_yaml(cfg))`)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 def strip_keys(d: Any, drop: set[str]) -> Any:

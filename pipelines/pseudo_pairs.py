@@ -20,7 +20,7 @@ from tqdm import tqdm
 from augment.stage import AugmentStage
 from factory import storage
 from factory.clip_store import ClipStore
-from factory.config import ConfigError, differences, digest, save_config
+from factory.config import ConfigError, config_yaml, differences, digest
 from factory.duplicates import held_out, reject_duplicates
 from factory.faults import fault_point
 from factory.out_lock import holds_output
@@ -86,7 +86,7 @@ def run(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, Any]:
     config_hash = claim_output(out, {**pairs_identity(cfg), "clip_stores": [clip_store_id(cfg)]})
     store = clip_store_for(cfg)
     stages = pair_stages(cfg, config_hash)  # contracts checked before any work
-    save_config(cfg, storage.join(out, "config.yaml"))
+    storage.put_bytes(storage.join(out, "config.yaml"), config_yaml(cfg))
     videos, skipped = find_videos(cfg, out)
     sink = open_sink(out, cfg.write)
     try:
@@ -114,7 +114,7 @@ def run_pairs(cfg: FactoryConfig, executor, progress: bool = True) -> dict[str, 
         identity.pop(name, None)
     config_hash = claim_output(out, identity)
     stages = pair_stages(cfg, config_hash)
-    save_config(cfg, storage.join(out, "config.yaml"))
+    storage.put_bytes(storage.join(out, "config.yaml"), config_yaml(cfg))
     records = [r for store in stores for r in store.records()]
     keys = [r.key for r in records]
     if len(set(keys)) != len(keys):

@@ -34,7 +34,7 @@ from typing import Any
 import webdataset as wds
 
 from factory import storage
-from factory.config import ConfigError, save_config
+from factory.config import ConfigError, config_yaml
 from factory.faults import fault_point
 from filters.registry import filter_specs, filter_thresholds, judge
 from factory.files import atomic_path, fsync_dir, fsync_file
@@ -249,7 +249,7 @@ def refilter(out: str | Path, overrides: list[str]) -> dict[str, Any]:
     fault_point("refilter_committed")
     _copy_table(out, table)  # the usual place, for people and scripts
     write_json_atomic(storage.child(out, "summary.json"), summary)
-    save_config(cfg, storage.child(out, "refilter.yaml"))
+    storage.put_bytes(storage.child(out, "refilter.yaml"), config_yaml(cfg))
     for old in storage.ls(storage.join(out, VIEWS)):  # views the manifest no longer points at
         if storage.name(old) != tag:
             storage.remove(storage.join(old, TABLE))  # the table first: a view with a table is whole

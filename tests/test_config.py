@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from factory.config import ConfigError, digest, load_config, save_config
+from factory.config import ConfigError, config_yaml, digest, load_config
 from factory.generators import Generator, register
 from factory.stage import Resources
 from pipelines.settings import FactoryConfig, load_factory_config, pairs_identity
@@ -43,7 +43,7 @@ def test_override_values_are_data_not_code():
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_factory_config(None, ["generate.feather_sigma=3", "input.paths=[a, b]",
                                      "generate.settings.colour_match=false"])
-    save_config(cfg, tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text(config_yaml(cfg))
     again = load_factory_config(tmp_path / "config.yaml")
     assert again == cfg and again.input.paths == ["a", "b"] and again.generate.settings.colour_match is False
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["generate"]["feather_sigma"] == 3.0

@@ -45,7 +45,7 @@ from factory import storage
 from factory.trainers import checkpoints
 from factory.trainers.clip_sources import clip_records, video_split
 from factory.clips import load_clip
-from factory.config import ConfigError, build, save_config, to_dict
+from factory.config import ConfigError, build, config_yaml, to_dict
 from factory.models.syncnet import SyncNet, SyncNetConfig, log_mel, lower_half, mel_window
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ def train(cfg: SyncNetTrainConfig, reporter: Reporter | None = None, stop_at: in
     out = cfg.out  # a local path or a URL: only storage.* touches it
     device = cfg.device or pick_device()
     torch.manual_seed(cfg.seed)
-    save_config(cfg, storage.join(out, "config.yaml"))
+    storage.put_bytes(storage.join(out, "config.yaml"), config_yaml(cfg))
     train_clips, held = load_corpus(cfg)
     model = SyncNet(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
